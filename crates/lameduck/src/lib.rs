@@ -1,1 +1,66 @@
-//! x
+//! # lameduck
+//!
+//! A correct, fast, boring shutdown for services on Kubernetes and similar platforms.
+//!
+//! This crate is the engine and knows nothing of HTTP: the lifecycle state machine
+//! (Starting → Ready → Draining → Stopping → Stopped), the triggers that start shutdown
+//! (signals, the preStop `/shutdown` endpoint, the application), shutdown hooks that run
+//! at most once, tracked background tasks, holds, the shutdown deadline, and the report
+//! written to the termination log. `lameduck-http` and `lameduck-axum` serve HTTP on top
+//! of it.
+//!
+//! ```no_run
+//! use lameduck::{Lifecycle, Phase};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+//!     lifecycle.on_shutdown("flush", Phase::AfterDrain, || async { /* ... */ });
+//!     lifecycle.spawn("consumer", |cancel| async move { cancel.cancelled().await });
+//!     // SIGTERM → Draining (lame duck) → Stopping (task cancelled, awaited) → hooks → report
+//!     lifecycle.run().await.exit_code()
+//! }
+//! ```
+//!
+//! The timing, from the first trigger:
+//!
+//! - `shutdown_delay` of lame duck (readiness fails, traffic is still served),
+//!   longer if holds or Draining hooks are still running;
+//! - then Stopping: listeners close, task tokens are cancelled, in-flight requests and
+//!   tasks get up to `drain_timeout`;
+//! - then the AfterDrain hooks, and the report;
+//! - and whatever is pending at `grace_period - safety_margin` is abandoned, so the
+//!   process always exits before the platform's SIGKILL.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+
+mod activity;
+mod config;
+mod driver;
+mod hold;
+mod hooks;
+mod lifecycle;
+mod report;
+mod signal;
+mod state;
+mod tasks;
+
+pub use activity::{ActivityCounter, ActivityGuard};
+pub use config::{
+    Builder, Config, ConfigError, ConfigWarning, DEFAULT_ADMIN_ADDR, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GRACE_PERIOD, DEFAULT_HOOK_TIMEOUT, DEFAULT_KUBERNETES_SHUTDOWN_DELAY,
+    DEFAULT_TERMINATION_LOG, ENV_ADMIN_ADDR, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HOOK_TIMEOUT,
+    ENV_SHUTDOWN_DELAY, ENV_SHUTDOWN_TOKEN, ENV_TERMINATION_LOG, ENV_VARS, MAX_AUTO_SAFETY_MARGIN,
+    exit_on_config_error,
+};
+pub use hold::Hold;
+pub use hooks::{Hook, HookOutcome, HookReport, HookResult, Phase};
+pub use lifecycle::{Lifecycle, Trigger};
+pub use report::{EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, PhaseTiming, Report};
+pub use signal::Signal;
+pub use state::{Reason, State};
+pub use tasks::TaskFailure;
+
+/// Re-exported so users need not depend on tokio-util for the task token type.
+pub use tokio_util::sync::CancellationToken;

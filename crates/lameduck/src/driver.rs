@@ -1,0 +1,403 @@
+//! The shutdown sequence (DESIGN.md §2): one run per lifecycle, on its own task.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::{Instant, sleep_until};
+
+use crate::hooks::{HookOutcome, HookReport, Phase, millis, run_hook};
+use crate::lifecycle::Lifecycle;
+use crate::report::{PhaseTiming, Report};
+use crate::signal::SignalListener;
+use crate::state::{Reason, State};
+
+/// Why a wait ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupted {
+    Deadline,
+    Forced,
+}
+
+const STARTUP_RETRY_FIRST: Duration = Duration::from_secs(1);
+const STARTUP_RETRY_MAX: Duration = Duration::from_secs(30);
+
+struct Timeline {
+    entered: Vec<(State, Instant)>,
+}
+
+impl Timeline {
+    fn transition(&mut self, lifecycle: &Lifecycle, to: State) {
+        let now = Instant::now();
+        let (from, since) = self
+            .entered
+            .last()
+            .copied()
+            .unwrap_or((State::Starting, now));
+        if to <= from {
+            return;
+        }
+        lifecycle.inner.state.send_replace(to);
+        tracing::info!(
+            from = %from,
+            to = %to,
+            after_ms = millis(now - since),
+            "lifecycle state changed"
+        );
+        self.entered.push((to, now));
+    }
+
+    fn timings(&self, end: Instant) -> Vec<PhaseTiming> {
+        self.entered
+            .iter()
+            .enumerate()
+            .map(|(i, (state, at))| {
+                let until = self.entered.get(i + 1).map_or(end, |(_, next)| *next);
+                PhaseTiming {
+                    state: *state,
+                    duration_ms: millis(until - *at),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Hook outcomes in the order the hooks were due; a hook's slot holds `abandoned` until it
+/// finishes, so whatever a deadline or a forced exit interrupts is reported as such.
+#[derive(Default)]
+struct HookLog(Mutex<Vec<HookReport>>);
+
+impl HookLog {
+    fn reserve(&self, name: String, phase: &'static str) -> usize {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.push(HookReport::abandoned(name, phase));
+        log.len() - 1
+    }
+    fn record(&self, slot: usize, report: HookReport) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = log.get_mut(slot) {
+            *entry = report;
+        }
+    }
+    fn push(&self, report: HookReport) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(report);
+    }
+    fn take(&self) -> Vec<HookReport> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+pub(crate) async fn drive(lifecycle: Lifecycle) {
+    let inner = Arc::clone(&lifecycle.inner);
+    let config = &inner.config;
+    let mut timeline = Timeline {
+        entered: vec![(State::Starting, Instant::now())],
+    };
+    let hook_log = HookLog::default();
+    let signal_task = tokio::spawn(listen_for_signals(lifecycle.clone()));
+
+    // Starting: startup hooks, then readiness holds; a trigger cuts this short.
+    tokio::select! {
+        biased;
+        _ = inner.triggered.cancelled() => {}
+        _ = async {
+            run_startup_hooks(&lifecycle, &hook_log).await;
+            inner.readiness_holds.released().await;
+        } => timeline.transition(&lifecycle, State::Ready),
+    }
+
+    inner.triggered.cancelled().await;
+    let (reason, triggered_at) = match inner.trigger.get() {
+        Some((reason, at)) => (reason.clone(), *at),
+        // `triggered` is only cancelled after `trigger` is set.
+        None => (Reason::Api, Instant::now()),
+    };
+    let deadline = triggered_at + config.deadline();
+    if config.exit_process() {
+        start_watchdog(
+            &lifecycle,
+            config.grace_period() - config.safety_margin() / 2,
+        );
+    }
+
+    // Draining (lame duck): keep serving for the delay, for holds and Draining hooks.
+    timeline.transition(&lifecycle, State::Draining);
+    let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, deadline);
+    let lame_duck = async {
+        tokio::join!(
+            sleep_until(triggered_at + config.shutdown_delay()),
+            inner.drain_holds.released(),
+            draining_hooks,
+        )
+    };
+    let mut interrupted = bounded(&lifecycle, deadline, lame_duck).await.err();
+    let holds_abandoned = inner.drain_holds.names();
+
+    // Stopping: listeners close, tokens are cancelled, in-flight work finishes.
+    timeline.transition(&lifecycle, State::Stopping);
+    inner.stop.cancel();
+    inner.tasks.tracker.close();
+    let mut connections_cut = 0;
+    let mut requests_cut = 0;
+    let mut tasks_abandoned = Vec::new();
+    if interrupted.is_none() {
+        let drain_deadline = (Instant::now() + config.drain_timeout()).min(deadline);
+        let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, deadline);
+        let drain = async {
+            tokio::select! {
+                _ = async {
+                    tokio::join!(
+                        inner.connections.idle(),
+                        inner.requests.idle(),
+                        inner.tasks.tracker.wait(),
+                    )
+                } => true,
+                _ = sleep_until(drain_deadline) => false,
+            }
+        };
+        match bounded(&lifecycle, deadline, async {
+            tokio::join!(drain, stopping_hooks).0
+        })
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    connections = inner.connections.active(),
+                    requests = inner.requests.active(),
+                    tasks = ?inner.tasks.running_names(),
+                    "drain timeout reached; cutting what remains"
+                );
+            }
+            Err(why) => interrupted = Some(why),
+        }
+        // Whatever is still live here was cut by the drain timeout or the deadline.
+        connections_cut = inner.connections.active();
+        requests_cut = inner.requests.active();
+        inner.cut.cancel();
+        tasks_abandoned = inner.tasks.abandon();
+    }
+
+    if interrupted.is_none() {
+        let after_drain = run_phase(&lifecycle, &hook_log, Phase::AfterDrain, deadline);
+        interrupted = bounded(&lifecycle, deadline, after_drain).await.err();
+    }
+    if interrupted.is_some() {
+        connections_cut = connections_cut.max(inner.connections.active());
+        requests_cut = requests_cut.max(inner.requests.active());
+        inner.cut.cancel();
+        tasks_abandoned.extend(inner.tasks.abandon());
+        abandon_unrun_hooks(&lifecycle, &hook_log);
+    }
+
+    timeline.transition(&lifecycle, State::Stopped);
+    let stopped_at = Instant::now();
+    if interrupted.is_none() {
+        // Responses that must reach their client before the process exits (`/shutdown`).
+        let _ = bounded(&lifecycle, deadline, inner.exit_holds.released()).await;
+    }
+    signal_task.abort();
+
+    let report = Report {
+        reason,
+        clean: false,
+        duration_ms: millis(stopped_at - triggered_at),
+        exit_code: 0,
+        forced_by: inner.forced.get().copied(),
+        deadline_exceeded: interrupted == Some(Interrupted::Deadline)
+            || (interrupted.is_none() && stopped_at >= deadline),
+        phases: timeline.timings(stopped_at),
+        hooks: hook_log.take(),
+        tasks_abandoned,
+        tasks_failed: inner.tasks.failures(),
+        holds_abandoned,
+        connections_cut,
+        requests_cut,
+    }
+    .finish();
+    report.log_summary();
+    if let Some(path) = config.termination_log()
+        && let Err(error) = report.write_to(path)
+    {
+        tracing::error!(path = %path.display(), %error, "could not write the termination log");
+    }
+    let exit_now =
+        config.exit_process() && (report.forced_by.is_some() || report.deadline_exceeded);
+    let status = report.exit_status();
+    inner.report.send_replace(Some(report));
+    if exit_now {
+        // Blocking threads or a stuck `main` must not carry the process past SIGKILL.
+        std::process::exit(i32::from(status));
+    }
+}
+
+/// Wait for `fut`, unless the deadline passes or a second signal forces the exit first.
+async fn bounded<F: std::future::Future>(
+    lifecycle: &Lifecycle,
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, Interrupted> {
+    tokio::select! {
+        biased;
+        _ = lifecycle.inner.force.cancelled() => Err(Interrupted::Forced),
+        _ = sleep_until(deadline) => {
+            tracing::error!("shutdown deadline reached; abandoning what is pending");
+            Err(Interrupted::Deadline)
+        }
+        output = fut => Ok(output),
+    }
+}
+
+async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
+    let hooks = {
+        let mut registry = lifecycle.registry_for_driver();
+        registry.startup_taken = true;
+        std::mem::take(&mut registry.startup)
+    };
+    let default_timeout = lifecycle.inner.config.hook_timeout();
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    for mut hook in hooks {
+        let mut backoff = STARTUP_RETRY_FIRST;
+        loop {
+            let run = (hook.run)();
+            // Until it succeeds, the hook's slot says how it last went; a trigger during
+            // startup leaves that in the report.
+            let report = run_hook(
+                hook.name.clone(),
+                "startup",
+                run,
+                hook.timeout.unwrap_or(default_timeout),
+                far,
+            )
+            .await;
+            if report.outcome == HookOutcome::Ok {
+                break;
+            }
+            tracing::warn!(hook = %hook.name, retry_in = ?backoff, "startup hook will be retried");
+            let slot = hook_log.reserve(hook.name.clone(), "startup");
+            hook_log.record(slot, report);
+            tokio::select! {
+                _ = lifecycle.inner.triggered.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            // The failure is reported only if startup never gets past it.
+            hook_log
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            backoff = (backoff * 2).min(STARTUP_RETRY_MAX);
+        }
+    }
+}
+
+/// Run the hooks of `phase` once: they are taken out of the registry, so no trigger can
+/// run them again.
+async fn run_phase(lifecycle: &Lifecycle, hook_log: &HookLog, phase: Phase, deadline: Instant) {
+    let hooks: Vec<_> = {
+        let mut registry = lifecycle.registry_for_driver();
+        registry.phases_taken.push(phase);
+        let (mine, rest) = std::mem::take(&mut registry.shutdown)
+            .into_iter()
+            .partition(|h| h.phase == phase);
+        registry.shutdown = rest;
+        mine
+    };
+    if hooks.is_empty() {
+        return;
+    }
+    let config = &lifecycle.inner.config;
+    let default_timeout = config.hook_timeout();
+    // Reverse registration order, like `defer`: what was set up last is torn down first.
+    let runs: Vec<_> = hooks
+        .into_iter()
+        .rev()
+        .map(|hook| {
+            let slot = hook_log.reserve(hook.name.clone(), phase.as_str());
+            let timeout = hook.timeout.unwrap_or(default_timeout);
+            async move {
+                let report =
+                    run_hook(hook.name, phase.as_str(), (hook.run)(), timeout, deadline).await;
+                hook_log.record(slot, report);
+            }
+        })
+        .collect();
+    if config.concurrent_phases.contains(&phase) {
+        join_all(runs).await;
+    } else {
+        for run in runs {
+            run.await;
+        }
+    }
+}
+
+/// Hooks of phases that never began are reported as abandoned.
+fn abandon_unrun_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
+    let mut registry = lifecycle.registry_for_driver();
+    registry.phases_taken.extend(Phase::ALL);
+    for hook in std::mem::take(&mut registry.shutdown).into_iter().rev() {
+        hook_log.push(HookReport::abandoned(hook.name, hook.phase.as_str()));
+    }
+}
+
+async fn listen_for_signals(lifecycle: Lifecycle) {
+    let config = &lifecycle.inner.config;
+    let mut listener = match SignalListener::new(config.signals()) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for signals; only other triggers will work");
+            return;
+        }
+    };
+    let first = listener.recv().await;
+    tracing::info!(signal = %first, "signal received");
+    lifecycle.trigger(Reason::Signal(first));
+    loop {
+        let again = listener.recv().await;
+        if config.force_on_second_signal() {
+            tracing::error!(signal = %again, "second signal during shutdown; forcing exit");
+            let _ = lifecycle.inner.forced.set(again);
+            lifecycle.inner.force.cancel();
+            return;
+        }
+        tracing::warn!(signal = %again, "signal ignored: shutdown already under way");
+    }
+}
+
+/// A thread, independent of the async runtime, that ends the process just before the
+/// platform's SIGKILL if the lifecycle has not finished by then (e.g. a hook blocked the
+/// runtime's only thread).
+fn start_watchdog(lifecycle: &Lifecycle, after: Duration) {
+    let lifecycle = lifecycle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lameduck-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            if lifecycle.inner.report.borrow().is_some() {
+                return;
+            }
+            let reason = lifecycle
+                .reason()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            let message = serde_json::json!({
+                "reason": reason,
+                "clean": false,
+                "exit_code": crate::report::EXIT_DEADLINE,
+                "deadline_exceeded": true,
+                "watchdog": "the runtime did not finish the shutdown before the deadline",
+            })
+            .to_string();
+            eprintln!("lameduck: shutdown watchdog fired: {message}");
+            if let Some(path) = lifecycle.inner.config.termination_log() {
+                let _ = std::fs::write(path, message);
+            }
+            std::process::exit(i32::from(crate::report::EXIT_DEADLINE));
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the shutdown watchdog");
+    }
+}

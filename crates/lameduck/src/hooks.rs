@@ -1,0 +1,335 @@
+//! Named async hooks: shutdown hooks bound to a phase, and startup hooks (DESIGN.md §3).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+/// When a shutdown hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// As Draining begins (the trigger): e.g. deregister from service discovery. Stopping
+    /// waits for these hooks as it waits for holds.
+    Draining,
+    /// As Stopping begins (listeners closed, task tokens cancelled): e.g. stop consumers.
+    /// They run while in-flight requests drain.
+    Stopping,
+    /// Once in-flight requests and tracked tasks are done (or cut): e.g. flush buffers,
+    /// persist state, close database pools.
+    AfterDrain,
+}
+
+impl Phase {
+    /// Every phase, in the order they run.
+    pub const ALL: [Phase; 3] = [Phase::Draining, Phase::Stopping, Phase::AfterDrain];
+
+    /// The phase's name as written in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draining => "draining",
+            Self::Stopping => "stopping",
+            Self::AfterDrain => "after_drain",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a hook's or a task's future may return: `()`, or a `Result` whose error is
+/// recorded (by its `Display`) in the report.
+pub trait HookResult: Send + 'static {
+    /// The failure, if any, as text.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl HookResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: fmt::Display + Send + 'static> HookResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+type HookFuture = BoxFuture<'static, Result<(), String>>;
+
+/// A shutdown hook, for when the defaults of
+/// [`Lifecycle::on_shutdown`](crate::Lifecycle::on_shutdown) are not enough.
+///
+/// ```
+/// use std::time::Duration;
+/// use lameduck::{Hook, Phase};
+/// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+/// lifecycle.add_hook(
+///     Hook::new("persist-queue", Phase::AfterDrain, || async {
+///         // write what is still queued to disk
+///         Ok::<(), std::io::Error>(())
+///     })
+///     .timeout(Duration::from_secs(10)),
+/// );
+/// ```
+#[must_use = "a hook does nothing until it is added with `Lifecycle::add_hook`"]
+pub struct Hook {
+    pub(crate) name: String,
+    pub(crate) phase: Phase,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) run: Box<dyn FnOnce() -> HookFuture + Send>,
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hook")
+            .field("name", &self.name)
+            .field("phase", &self.phase)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hook {
+    /// A hook named `name` that runs `f` once, in `phase`.
+    pub fn new<F, Fut>(name: impl Into<String>, phase: Phase, f: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        Self {
+            name: name.into(),
+            phase,
+            timeout: None,
+            run: Box::new(move || Box::pin(async move { f().await.into_result() })),
+        }
+    }
+
+    /// Cut the hook after `timeout` instead of the lifecycle's default hook timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A startup hook: runs before Ready and keeps readiness failing until it succeeds.
+pub(crate) struct StartupHook {
+    pub(crate) name: String,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) run: Box<dyn FnMut() -> HookFuture + Send>,
+}
+
+impl StartupHook {
+    pub(crate) fn new<F, Fut>(name: String, mut f: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        Self {
+            name,
+            timeout: None,
+            run: Box::new(move || {
+                let fut = f();
+                Box::pin(async move { fut.await.into_result() })
+            }),
+        }
+    }
+}
+
+/// How a hook ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookOutcome {
+    /// It returned successfully.
+    Ok,
+    /// It returned an error.
+    Failed,
+    /// It panicked.
+    Panicked,
+    /// It was cut at its timeout.
+    TimedOut,
+    /// The shutdown deadline (or a forced exit) came first: it was cut, or never started.
+    Abandoned,
+}
+
+impl HookOutcome {
+    /// The outcome's name as written in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Panicked => "panicked",
+            Self::TimedOut => "timed_out",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// One hook's line in the [`Report`](crate::Report).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct HookReport {
+    /// The hook's name.
+    pub name: String,
+    /// The phase it belongs to (`"startup"` for startup hooks).
+    pub phase: &'static str,
+    /// How it ended.
+    pub outcome: HookOutcome,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// The error or panic message, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HookReport {
+    pub(crate) fn abandoned(name: String, phase: &'static str) -> Self {
+        Self {
+            name,
+            phase,
+            outcome: HookOutcome::Abandoned,
+            duration_ms: 0,
+            error: None,
+        }
+    }
+}
+
+/// Run one hook in its own task (so a panic is caught and the others still run), cut at
+/// its timeout or at `deadline`, whichever comes first.
+pub(crate) async fn run_hook(
+    name: String,
+    phase: &'static str,
+    run: HookFuture,
+    timeout: Duration,
+    deadline: Instant,
+) -> HookReport {
+    let started = Instant::now();
+    let own_limit = started + timeout;
+    let limit = own_limit.min(deadline);
+    let mut handle = tokio::spawn(run);
+    let (outcome, error) = match tokio::time::timeout_at(limit, &mut handle).await {
+        Ok(Ok(Ok(()))) => (HookOutcome::Ok, None),
+        Ok(Ok(Err(error))) => (HookOutcome::Failed, Some(error)),
+        Ok(Err(join_error)) => match join_error.try_into_panic() {
+            Ok(payload) => (HookOutcome::Panicked, Some(panic_message(payload.as_ref()))),
+            Err(_) => (HookOutcome::Abandoned, Some("cancelled".to_owned())),
+        },
+        Err(_) => {
+            handle.abort();
+            if deadline < own_limit {
+                (
+                    HookOutcome::Abandoned,
+                    Some("shutdown deadline reached".into()),
+                )
+            } else {
+                (
+                    HookOutcome::TimedOut,
+                    Some(format!(
+                        "timed out after {}",
+                        humantime::format_duration(timeout)
+                    )),
+                )
+            }
+        }
+    };
+    let duration_ms = millis(started.elapsed());
+    match outcome {
+        HookOutcome::Ok => tracing::info!(hook = %name, phase, duration_ms, "hook finished"),
+        _ => tracing::warn!(
+            hook = %name,
+            phase,
+            duration_ms,
+            outcome = outcome.as_str(),
+            error = error.as_deref().unwrap_or(""),
+            "hook did not succeed"
+        ),
+    }
+    HookReport {
+        name,
+        phase,
+        outcome,
+        duration_ms,
+        error,
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed<F: Future<Output = Result<(), String>> + Send + 'static>(f: F) -> HookFuture {
+        Box::pin(f)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let t = Duration::from_secs(1);
+        let ok = run_hook("ok".into(), "stopping", boxed(async { Ok(()) }), t, far).await;
+        assert_eq!(ok.outcome, HookOutcome::Ok);
+        let failed = run_hook(
+            "f".into(),
+            "stopping",
+            boxed(async { Err("boom".into()) }),
+            t,
+            far,
+        )
+        .await;
+        assert_eq!(failed.outcome, HookOutcome::Failed);
+        assert_eq!(failed.error.as_deref(), Some("boom"));
+        let panicked = run_hook(
+            "p".into(),
+            "stopping",
+            boxed(async { panic!("hook exploded") }),
+            t,
+            far,
+        )
+        .await;
+        assert_eq!(panicked.outcome, HookOutcome::Panicked);
+        assert_eq!(panicked.error.as_deref(), Some("hook exploded"));
+        let started = Instant::now();
+        let hung = run_hook(
+            "h".into(),
+            "stopping",
+            boxed(std::future::pending()),
+            t,
+            far,
+        )
+        .await;
+        assert_eq!(hung.outcome, HookOutcome::TimedOut);
+        assert_eq!(started.elapsed(), t);
+        let started = Instant::now();
+        let cut = run_hook(
+            "d".into(),
+            "stopping",
+            boxed(std::future::pending()),
+            t,
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(cut.outcome, HookOutcome::Abandoned);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,433 @@
+//! The [`Lifecycle`] handle: the one thing an application passes around. Registration
+//! (hooks, tasks, holds), triggers, and observation of the state machine live here; the
+//! shutdown sequence itself is in `driver.rs`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::ActivityCounter;
+use crate::config::{Builder, Config, ConfigError};
+use crate::hold::{Hold, HoldSet};
+use crate::hooks::{Hook, HookResult, Phase, StartupHook};
+use crate::report::Report;
+use crate::signal::Signal;
+use crate::state::{Reason, State};
+use crate::tasks::{Finished, Tasks};
+
+/// The lifecycle of one service process: the state machine Starting → Ready → Draining →
+/// Stopping → Stopped, the triggers that start shutdown, the hooks, tasks and holds it
+/// waits for, and the report it ends with. Cheap to clone; every clone is the same
+/// lifecycle.
+///
+/// Build it once in `main` ([`Lifecycle::from_env`] or [`Lifecycle::builder`]), register
+/// what it should run and wait for, then drive it with [`run`](Self::run) (or a serve
+/// helper of `lameduck-http`/`lameduck-axum`, which do that for you):
+///
+/// ```
+/// use std::time::Duration;
+/// use lameduck::{Lifecycle, Phase};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let lifecycle = Lifecycle::builder()
+///     .shutdown_delay(Duration::from_secs(5))
+///     .exit_process(false) // inside a test; a service keeps the default
+///     .no_termination_log()
+///     .build()
+///     .unwrap();
+///
+/// lifecycle.on_shutdown("flush-metrics", Phase::AfterDrain, || async {
+///     Ok::<(), std::io::Error>(())
+/// });
+/// lifecycle.spawn("queue-consumer", |cancel| async move {
+///     cancel.cancelled().await; // stop taking work when Stopping begins
+/// });
+///
+/// // Something triggers shutdown: SIGTERM, `/shutdown`, or the application itself.
+/// let trigger = lifecycle.shutdown();
+/// assert!(trigger.first);
+///
+/// let report = lifecycle.run().await;
+/// assert!(report.clean);
+/// assert_eq!(report.hooks[0].name, "flush-metrics");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) state: watch::Sender<State>,
+    pub(crate) trigger: OnceLock<(Reason, Instant)>,
+    pub(crate) triggered: CancellationToken,
+    pub(crate) stop: CancellationToken,
+    pub(crate) cut: CancellationToken,
+    pub(crate) forced: OnceLock<Signal>,
+    pub(crate) force: CancellationToken,
+    pub(crate) hooks: Mutex<HookRegistry>,
+    pub(crate) tasks: Arc<Tasks>,
+    pub(crate) drain_holds: Arc<HoldSet>,
+    pub(crate) readiness_holds: Arc<HoldSet>,
+    pub(crate) exit_holds: Arc<HoldSet>,
+    pub(crate) connections: ActivityCounter,
+    pub(crate) requests: ActivityCounter,
+    pub(crate) driver_started: AtomicBool,
+    pub(crate) report: watch::Sender<Option<Report>>,
+}
+
+#[derive(Default)]
+pub(crate) struct HookRegistry {
+    pub(crate) startup: Vec<StartupHook>,
+    pub(crate) startup_taken: bool,
+    pub(crate) shutdown: Vec<Hook>,
+    pub(crate) phases_taken: Vec<Phase>,
+}
+
+/// The answer to a trigger: whether it was the one that started shutdown, and the reason
+/// that did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Trigger {
+    /// True for the first trigger only; later ones observe the same shutdown.
+    pub first: bool,
+    /// The first trigger's reason (the one in the report), whichever call this was.
+    pub reason: Reason,
+}
+
+impl fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("state", &self.state())
+            .field("reason", &self.reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lifecycle {
+    /// A builder with the defaults of DESIGN.md §6 (no environment is read).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Defaults overridden by the `LAMEDUCK_*` environment variables; a bad value is an
+    /// error naming the variable and the value. Shorthand for
+    /// `Builder::from_env()?.build()`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Builder::from_env()?.build()
+    }
+
+    pub(crate) fn with_config(config: Config) -> Self {
+        if let Some(path) = config.termination_log() {
+            crate::report::install_panic_hook(path);
+        }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: watch::Sender::new(State::Starting),
+                trigger: OnceLock::new(),
+                triggered: CancellationToken::new(),
+                stop: CancellationToken::new(),
+                cut: CancellationToken::new(),
+                forced: OnceLock::new(),
+                force: CancellationToken::new(),
+                hooks: Mutex::new(HookRegistry::default()),
+                tasks: Arc::new(Tasks::default()),
+                drain_holds: HoldSet::new(),
+                readiness_holds: HoldSet::new(),
+                exit_holds: HoldSet::new(),
+                connections: ActivityCounter::new(),
+                requests: ActivityCounter::new(),
+                driver_started: AtomicBool::new(false),
+                report: watch::Sender::new(None),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    // ----- triggers -------------------------------------------------------------------
+
+    /// Start shutdown with `reason`. Idempotent: the first trigger wins and is the recorded
+    /// reason; later ones change nothing and return the same shutdown's reason.
+    pub fn trigger(&self, reason: Reason) -> Trigger {
+        let mut first = false;
+        let (winner, _) = self.inner.trigger.get_or_init(|| {
+            first = true;
+            (reason, Instant::now())
+        });
+        if first {
+            tracing::info!(reason = %winner, "shutdown triggered");
+            self.inner.triggered.cancel();
+        }
+        Trigger {
+            first,
+            reason: winner.clone(),
+        }
+    }
+
+    /// Start shutdown from the application (reason `api`).
+    pub fn shutdown(&self) -> Trigger {
+        self.trigger(Reason::Api)
+    }
+
+    /// Start shutdown on behalf of the platform's preStop hook (reason `prestop`); what
+    /// the `/shutdown` endpoint calls.
+    pub fn prestop(&self) -> Trigger {
+        self.trigger(Reason::PreStop)
+    }
+
+    /// The first trigger's reason, once shutdown has started.
+    pub fn reason(&self) -> Option<Reason> {
+        self.inner.trigger.get().map(|(reason, _)| reason.clone())
+    }
+
+    // ----- observation ---------------------------------------------------------------
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.inner.state.subscribe()
+    }
+
+    async fn reached(&self, state: State) {
+        let mut rx = self.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|s| *s >= state).await;
+    }
+
+    /// Resolves once the lifecycle is Ready — or already past it: a shutdown triggered
+    /// during startup also resolves it, so check [`state`](Self::state) when it matters.
+    pub async fn ready(&self) {
+        self.reached(State::Ready).await
+    }
+
+    /// Resolves once shutdown has been triggered (Draining began).
+    pub async fn draining(&self) {
+        self.reached(State::Draining).await
+    }
+
+    /// Resolves once Stopping began: listeners close and task tokens are cancelled.
+    pub async fn stopping(&self) {
+        self.reached(State::Stopping).await
+    }
+
+    /// Resolves once everything is done or abandoned and the report is written.
+    pub async fn stopped(&self) {
+        self.reached(State::Stopped).await
+    }
+
+    /// A token cancelled when Stopping begins: servers stop accepting, long-lived
+    /// responses (SSE, WebSocket) end themselves.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.inner.stop.clone()
+    }
+
+    /// A token cancelled when the drain deadline (or the shutdown deadline) cuts whatever
+    /// is still in flight: servers close the connections that remain.
+    pub fn cut_token(&self) -> CancellationToken {
+        self.inner.cut.clone()
+    }
+
+    /// Open connections; Stopping waits until it is zero (bounded by `drain_timeout`).
+    pub fn connections(&self) -> &ActivityCounter {
+        &self.inner.connections
+    }
+
+    /// In-flight requests; Stopping waits until it is zero (bounded by `drain_timeout`).
+    pub fn requests(&self) -> &ActivityCounter {
+        &self.inner.requests
+    }
+
+    /// The report, once the lifecycle has stopped.
+    pub fn report(&self) -> Option<Report> {
+        self.inner.report.borrow().clone()
+    }
+
+    // ----- registration --------------------------------------------------------------
+
+    /// Run `f` once when `phase` begins, cut at the default hook timeout. Within a phase,
+    /// hooks run one after another in reverse registration order (like `defer`), unless
+    /// the phase was made concurrent with
+    /// [`Builder::concurrent_hooks`](crate::Builder::concurrent_hooks). A hook that fails,
+    /// panics or times out is recorded in the report; the others still run.
+    ///
+    /// ```
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// lifecycle.on_shutdown("close-db", lameduck::Phase::AfterDrain, || async {
+    ///     // pool.close().await
+    /// });
+    /// ```
+    pub fn on_shutdown<F, Fut>(&self, name: impl Into<String>, phase: Phase, f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        self.add_hook(Hook::new(name, phase, f));
+    }
+
+    /// Register a [`Hook`] built with its own options.
+    pub fn add_hook(&self, hook: Hook) {
+        let mut registry = self.registry();
+        if registry.phases_taken.contains(&hook.phase) {
+            tracing::warn!(
+                hook = %hook.name,
+                phase = %hook.phase,
+                "hook registered after its phase began; it will not run"
+            );
+            return;
+        }
+        registry.shutdown.push(hook);
+    }
+
+    /// Run `f` before Ready; readiness stays failing until it succeeds. A startup hook
+    /// that fails or times out is retried with backoff (1 s, doubling, at most 30 s) until
+    /// it succeeds or shutdown begins, so it should be safe to repeat (a warm-up, a
+    /// connectivity check). Startup hooks run in registration order.
+    ///
+    /// ```
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// lifecycle.on_startup("warm-cache", || async { Ok::<(), std::io::Error>(()) });
+    /// ```
+    pub fn on_startup<F, Fut>(&self, name: impl Into<String>, f: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        let name = name.into();
+        let mut registry = self.registry();
+        if registry.startup_taken {
+            tracing::warn!(hook = %name, "startup hook registered after startup; it will not run");
+            return;
+        }
+        registry.startup.push(StartupHook::new(name, f));
+    }
+
+    pub(crate) fn registry_for_driver(&self) -> std::sync::MutexGuard<'_, HookRegistry> {
+        self.registry()
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HookRegistry> {
+        self.inner
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawn tracked background work. `f` gets a token that is cancelled when Stopping
+    /// begins; the task should then finish what it holds and return. Stopping waits for
+    /// it until the drain deadline; a task still running then is aborted and named in the
+    /// report, and so is one that fails or panics.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// lifecycle.spawn("ticker", |cancel| async move {
+    ///     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = cancel.cancelled() => break,
+    ///             _ = tick.tick() => { /* work */ }
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn spawn<F, Fut>(&self, name: impl Into<String>, f: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        let fut = f(self.inner.stop.child_token());
+        self.inner
+            .tasks
+            .spawn(name.into(), fut, |_: Finished| {}, false);
+    }
+
+    /// Like [`spawn`](Self::spawn), for a task the service cannot live without: if it
+    /// fails, panics or returns before shutdown began, shutdown is triggered with reason
+    /// `task:NAME`.
+    pub fn spawn_critical<F, Fut>(&self, name: impl Into<String>, f: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: HookResult,
+    {
+        let fut = f(self.inner.stop.child_token());
+        let lifecycle = self.clone();
+        self.inner.tasks.spawn(
+            name.into(),
+            fut,
+            move |finished| {
+                if let Finished::Critical(name) = finished
+                    && lifecycle.reason().is_none()
+                {
+                    tracing::error!(task = %name, "critical task ended; shutting down");
+                    lifecycle.trigger(Reason::Task(name));
+                }
+            },
+            true,
+        );
+    }
+
+    /// Keep the lifecycle in Draining until the returned guard is dropped (bounded by the
+    /// shutdown deadline): for work that must finish while the service is still serving.
+    pub fn hold(&self, name: &str) -> Hold {
+        self.inner.drain_holds.take(name)
+    }
+
+    /// Keep readiness failing (the lifecycle in Starting) until the returned guard is
+    /// dropped: e.g. until a cache is loaded.
+    pub fn hold_readiness(&self, name: &str) -> Hold {
+        self.inner.readiness_holds.take(name)
+    }
+
+    /// Keep [`run`](Self::run) from returning (and so the process from exiting) until the
+    /// returned guard is dropped, bounded by the deadline: for a response that must reach
+    /// its client, like `/shutdown`'s.
+    pub fn hold_exit(&self, name: &str) -> Hold {
+        self.inner.exit_holds.take(name)
+    }
+
+    // ----- driving -------------------------------------------------------------------
+
+    /// Drive the lifecycle to the end and return the report: run startup hooks, turn Ready,
+    /// listen for the configured signals, and when a trigger comes, run the shutdown
+    /// sequence (DESIGN.md §2). The report is logged and written to the termination log
+    /// before this returns.
+    ///
+    /// Any number of callers may `run` the same lifecycle; one sequence runs (on its own
+    /// task, so dropping a caller does not stop it) and every caller gets the same report.
+    pub async fn run(&self) -> Report {
+        if !self.inner.driver_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(crate::driver::drive(self.clone()));
+        }
+        let mut rx = self.inner.report.subscribe();
+        loop {
+            if let Some(report) = rx.borrow_and_update().clone() {
+                return report;
+            }
+            if rx.changed().await.is_err() {
+                // Unreachable while `self` holds the sender; pend rather than invent a report.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The shutdown report: what happened, as one JSON object for the termination log
+//! (DESIGN.md §1, §6) and a summary line in the log.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Once, PoisonError, RwLock};
+
+use crate::hooks::{HookOutcome, HookReport};
+use crate::signal::Signal;
+use crate::state::{Reason, State};
+use crate::tasks::TaskFailure;
+
+/// Kubernetes shows at most this many bytes of the termination message.
+pub const MAX_REPORT_BYTES: usize = 4096;
+
+/// How long one state lasted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct PhaseTiming {
+    /// The state.
+    pub state: State,
+    /// How long the lifecycle was in it.
+    pub duration_ms: u64,
+}
+
+/// What a shutdown did, returned by [`Lifecycle::run`](crate::Lifecycle::run) and written
+/// to the termination log.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let lifecycle = lameduck::Lifecycle::builder()
+///     .exit_process(false)
+///     .no_termination_log()
+///     .build()
+///     .unwrap();
+/// lifecycle.shutdown();
+/// let report = lifecycle.run().await;
+/// assert!(report.clean);
+/// assert_eq!(report.reason.to_string(), "api");
+/// assert_eq!(report.exit_status(), 0);
+/// assert!(report.to_json().starts_with(r#"{"reason":"api","clean":true"#));
+/// # }
+/// ```
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The first trigger's reason.
+    pub reason: Reason,
+    /// True when nothing failed, nothing was abandoned or cut, and nothing was forced.
+    pub clean: bool,
+    /// Milliseconds from the first trigger to Stopped.
+    pub duration_ms: u64,
+    /// The process exit status this report asks for (see [`exit_status`](Self::exit_status)).
+    pub exit_code: u8,
+    /// Set when a second signal forced the exit.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "signal_name"
+    )]
+    pub forced_by: Option<Signal>,
+    /// Set when the shutdown deadline was reached with work still pending.
+    pub deadline_exceeded: bool,
+    /// How long each state lasted, in order.
+    pub phases: Vec<PhaseTiming>,
+    /// Every hook that was due to run (startup hooks only when they failed).
+    pub hooks: Vec<HookReport>,
+    /// Tracked tasks still running at the drain deadline (aborted).
+    pub tasks_abandoned: Vec<String>,
+    /// Tracked tasks that returned an error or panicked.
+    pub tasks_failed: Vec<TaskFailure>,
+    /// Holds still alive when the deadline overrode them.
+    pub holds_abandoned: Vec<String>,
+    /// Connections still open when the drain deadline cut them.
+    pub connections_cut: usize,
+    /// Requests still in flight when the drain deadline cut them.
+    pub requests_cut: usize,
+}
+
+fn signal_name<S: serde::Serializer>(signal: &Option<Signal>, s: S) -> Result<S::Ok, S::Error> {
+    match signal {
+        Some(signal) => s.serialize_str(signal.name()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Exit status when something failed, was cut or abandoned before the deadline.
+pub const EXIT_UNCLEAN: u8 = 1;
+/// Exit status when the shutdown deadline was reached.
+pub const EXIT_DEADLINE: u8 = 2;
+
+impl Report {
+    pub(crate) fn finish(mut self) -> Self {
+        let hooks_ok = self.hooks.iter().all(|h| h.outcome == HookOutcome::Ok);
+        self.clean = hooks_ok
+            && self.forced_by.is_none()
+            && !self.deadline_exceeded
+            && self.tasks_abandoned.is_empty()
+            && self.tasks_failed.is_empty()
+            && self.holds_abandoned.is_empty()
+            && self.connections_cut == 0
+            && self.requests_cut == 0;
+        self.exit_code = match (self.forced_by, self.deadline_exceeded, self.clean) {
+            // Shell convention for death by a signal.
+            (Some(signal), _, _) => u8::try_from(128 + signal.number()).unwrap_or(u8::MAX),
+            (None, true, _) => EXIT_DEADLINE,
+            (None, false, false) => EXIT_UNCLEAN,
+            (None, false, true) => 0,
+        };
+        self
+    }
+
+    /// The exit status: 0 when clean; 1 when something failed, was cut or abandoned;
+    /// 2 when the deadline was reached; 128 + N when signal N forced the exit.
+    pub fn exit_status(&self) -> u8 {
+        self.exit_code
+    }
+
+    /// [`exit_status`](Self::exit_status) as the value `main` returns.
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     let lifecycle = lameduck::Lifecycle::from_env()
+    ///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    ///     lifecycle.run().await.exit_code()
+    /// }
+    /// ```
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.exit_code)
+    }
+
+    /// The report as one JSON object of at most [`MAX_REPORT_BYTES`] bytes. When the whole
+    /// report is longer, error texts are shortened and list entries dropped (failures are
+    /// kept before successes); `"omitted"` then counts what was left out of each list,
+    /// e.g. `"omitted":{"hooks":940}`.
+    pub fn to_json(&self) -> String {
+        let full = serde_json::to_string(self).unwrap_or_default();
+        if full.len() <= MAX_REPORT_BYTES {
+            return full;
+        }
+        self.truncated_json()
+    }
+
+    fn truncated_json(&self) -> String {
+        let mut value = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return String::from("{}"),
+        };
+        let mut omitted = serde_json::Map::new();
+        let mut lists: Vec<(&str, Vec<serde_json::Value>)> = Vec::new();
+        // Short lists first, so one long list cannot crowd out the others.
+        for key in [
+            "phases",
+            "holds_abandoned",
+            "tasks_abandoned",
+            "tasks_failed",
+            "hooks",
+        ] {
+            if let Some(serde_json::Value::Array(items)) = value.get_mut(key) {
+                let items: Vec<_> = std::mem::take(items)
+                    .into_iter()
+                    .map(|mut item| {
+                        shorten_error(&mut item);
+                        item
+                    })
+                    .collect();
+                lists.push((key, items));
+            }
+        }
+        // Room for `"omitted":{...}` is kept aside from the start.
+        let budget = MAX_REPORT_BYTES - 160;
+        let mut used = serde_json::to_string(&value).map(|s| s.len()).unwrap_or(0);
+        for (key, items) in lists {
+            let sizes: Vec<usize> = items
+                .iter()
+                .map(|i| serde_json::to_string(i).map(|s| s.len() + 1).unwrap_or(0))
+                .collect();
+            // Failures first: an operator reading `kubectl describe` wants what went wrong.
+            let mut order: Vec<usize> = (0..items.len()).collect();
+            order.sort_by_key(|&i| is_success(&items[i]));
+            let mut keep = vec![false; items.len()];
+            let mut left_out = 0usize;
+            for i in order {
+                if used + sizes[i] <= budget {
+                    used += sizes[i];
+                    keep[i] = true;
+                } else {
+                    left_out += 1;
+                }
+            }
+            if left_out > 0 {
+                omitted.insert(key.to_owned(), left_out.into());
+            }
+            let kept: Vec<_> = items
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(item, keep)| keep.then_some(item))
+                .collect();
+            value.insert(key.to_owned(), serde_json::Value::Array(kept));
+        }
+        value.insert("omitted".to_owned(), serde_json::Value::Object(omitted));
+        serde_json::to_string(&value).unwrap_or_default()
+    }
+
+    /// Log the summary line (at `info` when clean, `warn` otherwise).
+    pub(crate) fn log_summary(&self) {
+        let failed_hooks = self
+            .hooks
+            .iter()
+            .filter(|h| h.outcome != HookOutcome::Ok)
+            .count();
+        if self.clean {
+            tracing::info!(
+                reason = %self.reason,
+                duration_ms = self.duration_ms,
+                hooks = self.hooks.len(),
+                "shutdown complete"
+            );
+        } else {
+            tracing::warn!(
+                reason = %self.reason,
+                duration_ms = self.duration_ms,
+                exit_code = self.exit_code,
+                failed_hooks,
+                tasks_failed = self.tasks_failed.len(),
+                tasks_abandoned = self.tasks_abandoned.len(),
+                connections_cut = self.connections_cut,
+                requests_cut = self.requests_cut,
+                deadline_exceeded = self.deadline_exceeded,
+                forced_by = self.forced_by.map(Signal::name).unwrap_or(""),
+                "shutdown was not clean"
+            );
+        }
+    }
+
+    /// Write [`to_json`](Self::to_json) to `path`, replacing what was there.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        write_message(path, self.to_json().as_bytes())
+    }
+}
+
+const MAX_ERROR_CHARS: usize = 200;
+
+fn shorten_error(item: &mut serde_json::Value) {
+    if let Some(serde_json::Value::String(error)) = item.get_mut("error")
+        && error.chars().count() > MAX_ERROR_CHARS
+    {
+        let short: String = error.chars().take(MAX_ERROR_CHARS).collect();
+        *error = format!("{short}…");
+    }
+}
+
+fn is_success(item: &serde_json::Value) -> bool {
+    item.get("outcome").and_then(|o| o.as_str()) == Some("ok")
+}
+
+fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.flush()
+}
+
+/// Where the panic hook writes; the latest lifecycle with a termination log wins.
+static PANIC_LOG: RwLock<Option<PathBuf>> = RwLock::new(None);
+static PANIC_HOOK: Once = Once::new();
+
+/// Make every panic in the process write its message to `path` (then run the previous
+/// panic hook), so that a service that dies of a panic says so in `kubectl describe`.
+/// The final report, if the process gets that far, replaces it.
+pub(crate) fn install_panic_hook(path: &Path) {
+    *PANIC_LOG.write().unwrap_or_else(PoisonError::into_inner) = Some(path.to_path_buf());
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let path = PANIC_LOG
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(path) = path {
+                let message = crate::hooks::panic_message(info.payload());
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let mut json = serde_json::json!({
+                    "reason": "panic",
+                    "clean": false,
+                    "panic": message.chars().take(3000).collect::<String>(),
+                    "location": location,
+                })
+                .to_string();
+                json.truncate(MAX_REPORT_BYTES);
+                let _ = write_message(&path, json.as_bytes());
+            }
+            previous(info);
+        }));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn report(hooks: usize) -> Report {
+        Report {
+            reason: Reason::Signal(Signal::Term),
+            clean: false,
+            duration_ms: 1234,
+            exit_code: 0,
+            forced_by: None,
+            deadline_exceeded: false,
+            phases: vec![PhaseTiming {
+                state: State::Draining,
+                duration_ms: 5000,
+            }],
+            hooks: (0..hooks)
+                .map(|i| HookReport {
+                    name: format!("hook-number-{i}"),
+                    phase: "after_drain",
+                    outcome: if i == 777 {
+                        HookOutcome::Failed
+                    } else {
+                        HookOutcome::Ok
+                    },
+                    duration_ms: 1,
+                    error: (i == 777).then(|| "x".repeat(10_000)),
+                })
+                .collect(),
+            tasks_abandoned: vec![],
+            tasks_failed: vec![],
+            holds_abandoned: vec![],
+            connections_cut: 0,
+            requests_cut: 0,
+        }
+        .finish()
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let json: serde_json::Value = serde_json::from_str(&report(2).to_json()).unwrap();
+        assert_eq!(json["reason"], "signal:SIGTERM");
+        assert_eq!(json["clean"], true);
+        assert_eq!(json["duration_ms"], 1234);
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["hooks"][0]["name"], "hook-number-0");
+        assert_eq!(json["hooks"][0]["outcome"], "ok");
+        assert_eq!(json["phases"][0]["state"], "draining");
+        assert!(json.get("forced_by").is_none());
+    }
+
+    #[test]
+    fn json_stays_under_4096_bytes_with_1000_hooks() {
+        let report = report(1000);
+        assert!(!report.clean);
+        assert_eq!(report.exit_status(), EXIT_UNCLEAN);
+        let text = report.to_json();
+        assert!(text.len() <= MAX_REPORT_BYTES, "{} bytes", text.len());
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let hooks = json["hooks"].as_array().unwrap();
+        assert!(hooks.len() > 10, "kept {} hooks", hooks.len());
+        // The failed hook is kept, with its error shortened.
+        let failed = hooks.iter().find(|h| h["outcome"] == "failed").unwrap();
+        assert_eq!(failed["name"], "hook-number-777");
+        assert!(failed["error"].as_str().unwrap().chars().count() <= MAX_ERROR_CHARS + 1);
+        assert_eq!(
+            json["omitted"]["hooks"].as_u64().unwrap() as usize + hooks.len(),
+            1000
+        );
+        assert_eq!(json["reason"], "signal:SIGTERM");
+        assert_eq!(json["clean"], false);
+        assert_eq!(json["phases"][0]["state"], "draining");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r = report(1);
+        assert_eq!(r.exit_status(), 0);
+        r.deadline_exceeded = true;
+        assert_eq!(r.clone().finish().exit_status(), EXIT_DEADLINE);
+        r.forced_by = Some(Signal::Term);
+        let r = r.finish();
+        assert_eq!(r.exit_status(), 143);
+        assert!(r.to_json().contains(r#""forced_by":"SIGTERM""#));
+    }
+}
