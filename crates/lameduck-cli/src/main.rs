@@ -1,1 +1,74 @@
-fn main(){}
+//! `lameduck`: the lameduck SDK's command for what cannot link it. Distroless images have
+//! no shell, `curl` or `sleep`, and the platform may deliver an exec hook more than once:
+//!
+//! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]);
+//! - `prestop`: the preStop hook, calling `/shutdown` and/or sleeping ([`prestop`]);
+//! - `once --key K -- CMD`: exactly-once execution of at-least-once hooks ([`once`]).
+//!
+//! Exit codes are documented in `lameduck help` and in the crate's README.
+
+// Unsafe code is denied (not forbidden) for one audited block: the PR_SET_PDEATHSIG
+// `pre_exec` hook in `child.rs`, which keeps a killed `once` runner from orphaning its
+// command.
+#![deny(unsafe_code)]
+
+mod child;
+mod cli;
+mod duration;
+mod header;
+mod hook_log;
+mod http_get;
+mod once;
+mod prestop;
+mod probe;
+mod state;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::hook_log::HookLog;
+
+/// Exit code of `once` when lameduck itself failed before running the command (the
+/// convention of `env`, `timeout` and `docker run`).
+const ONCE_INTERNAL_ERROR: u8 = 125;
+
+fn main() -> ExitCode {
+    // clap exits with 2 on usage errors and 0 for --help / --version.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Probe(args) => match probe::run(&args.url, args.headers, args.timeout) {
+            probe::Verdict::Success { warning } => {
+                if let Some(warning) = warning {
+                    eprintln!("lameduck probe: {warning}");
+                }
+                ExitCode::SUCCESS
+            }
+            probe::Verdict::Failure(reason) => {
+                eprintln!("lameduck probe: {reason}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Prestop(args) => {
+            let mut log = HookLog::open(args.log_to, "lameduck prestop");
+            let plan = prestop::Plan {
+                url: args.url,
+                headers: args.headers,
+                timeout: args.timeout,
+                sleep: args.sleep,
+            };
+            prestop::run(plan, &mut log);
+            ExitCode::SUCCESS
+        }
+        Command::Once(args) => match once::run(&args.key, &args.state_dir, &args.command) {
+            // Exit codes from wait(2) fit in a byte; 128 + signal number does too.
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ONCE_INTERNAL_ERROR)),
+            Err(err) => {
+                eprintln!("lameduck once: {err}");
+                ExitCode::from(ONCE_INTERNAL_ERROR)
+            }
+        },
+    }
+}

@@ -158,27 +158,27 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
                 _ = sleep_until(drain_deadline) => false,
             }
         };
-        match bounded(&lifecycle, deadline, async {
+        let drained = bounded(&lifecycle, deadline, async {
             tokio::join!(drain, stopping_hooks).0
         })
-        .await
-        {
+        .await;
+        match drained {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    connections = inner.connections.active(),
-                    requests = inner.requests.active(),
-                    tasks = ?inner.tasks.running_names(),
-                    "drain timeout reached; cutting what remains"
-                );
-            }
+            Ok(false) => tracing::warn!(
+                connections = inner.connections.active(),
+                requests = inner.requests.active(),
+                tasks = ?inner.tasks.running_names(),
+                "drain timeout reached; cutting what remains"
+            ),
             Err(why) => interrupted = Some(why),
         }
-        // Whatever is still live here was cut by the drain timeout or the deadline.
-        connections_cut = inner.connections.active();
-        requests_cut = inner.requests.active();
-        inner.cut.cancel();
-        tasks_abandoned = inner.tasks.abandon();
+        if drained != Ok(true) {
+            // Whatever is still live here was cut by the drain timeout or the deadline.
+            connections_cut = inner.connections.active();
+            requests_cut = inner.requests.active();
+            inner.cut.cancel();
+            tasks_abandoned = inner.tasks.abandon();
+        }
     }
 
     if interrupted.is_none() {

@@ -1,0 +1,196 @@
+//! The command line: clap definitions, help texts and examples.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::duration;
+use crate::header::{self, Header};
+use crate::hook_log::LogTo;
+use crate::once::Key;
+use crate::target::Target;
+
+/// Default state directory of `once` when neither `--state-dir` nor the variable is set.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/tmp/lameduck-once";
+
+const MAIN_HELP: &str = "\
+Exit codes:
+  probe    0 success (HTTP 200-399), 1 failure, 2 usage error
+  prestop  0 always, 2 usage error
+  once     the command's exit code (128+N if killed by signal N), 0 if it already
+           succeeded, 125 if lameduck could not run it (state directory, lock),
+           126 cannot execute, 127 not found, 2 usage error
+
+Run `lameduck help <command>` for examples.";
+
+const PROBE_HELP: &str = "\
+Semantics (the kubelet's httpGet probe):
+  - a new connection, GET, `User-Agent: lameduck-probe/<version>` and `Accept: */*`
+    unless given with --header (an empty value removes them), `Connection: close`
+  - success is status 200-399; at most 10 KiB of the body is read
+  - redirects are followed while they stay on the same host name (any port), at most
+    10 requests in all; a redirect to another host is not followed: its 3xx status
+    counts as success, with a warning on stderr
+  - --timeout covers everything: connect, request, redirects, body
+  - only http:// URLs; https:// is refused (no TLS in this binary)
+
+Exit codes:
+  0  success (a warning may be printed on stderr)
+  1  failure: status, timeout, refused connection, bad URL...; one line on stderr
+  2  usage error
+
+Examples:
+  lameduck probe http://127.0.0.1:8080/healthz
+  lameduck probe --timeout 250ms http://127.0.0.1:8080/readyz
+  lameduck probe -H 'Authorization: Bearer t0k3n' -H 'Host: api.local' http://127.0.0.1:8080/livez
+
+  # Kubernetes exec probe in a distroless image:
+  readinessProbe:
+    exec:
+      command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:8080/readyz]";
+
+const PRESTOP_HELP: &str = "\
+With --url the GET is sent and its answer awaited (status and body are reported, not
+judged: like the kubelet's httpGet preStop, only a transport error is a failure); with
+--sleep it sleeps; with both it calls first, then sleeps. A failure is logged and the
+exit code is still 0: a failed preStop does not stop termination anyway.
+
+Lines go to PID 1's stdout when it can be opened (so they appear in `kubectl logs`),
+else to stderr; --log-to or LAMEDUCK_PRESTOP_LOG (auto, pid1, stderr) chooses.
+
+Exit codes:
+  0  always, whatever happened to the call
+  2  usage error
+
+Examples:
+  lameduck prestop --url http://127.0.0.1:8080/shutdown
+  lameduck prestop --sleep 5s
+  lameduck prestop --url http://127.0.0.1:8080/shutdown --timeout 20s --sleep 2s
+
+  # Kubernetes preStop hook in a distroless image:
+  lifecycle:
+    preStop:
+      exec:
+        command: [/lameduck, prestop, --url, http://127.0.0.1:8080/shutdown]";
+
+const ONCE_HELP: &str = "\
+Concurrent invocations with one key: one runs the command, the others wait for it and
+exit with its result. After a success, later invocations exit 0 without running. After a
+failure, the next invocation runs the command again. If the runner dies mid-run (its
+command is killed with it), the next invocation runs the command again.
+
+State: KEY.lock and KEY.result in the state directory (--state-dir, else
+$LAMEDUCK_STATE_DIR, else /tmp/lameduck-once). Delete KEY.result to reset a key. Use a
+local file system: the lock is flock(2).
+
+Exit codes:
+  the command's     its exit code; 128+N when killed by signal N
+  0                 the key had already succeeded: nothing was run
+  125               lameduck could not run the command (state directory, lock, result file)
+  126, 127          the command could not be executed / was not found
+  2                 usage error (bad key...)
+
+Examples:
+  lameduck once --key migrate -- /app/migrate --up
+  lameduck once --key warm-cache --state-dir /var/run/hooks -- /app/warm
+
+  # Kubernetes postStart hook that must not run twice per pod (emptyDir at /hooks):
+  lifecycle:
+    postStart:
+      exec:
+        command: [/lameduck, once, --key, register, --state-dir, /hooks, --, /app/register]";
+
+/// `lameduck`: graceful-shutdown helpers for images and programs that cannot link the
+/// lameduck SDK (distroless images without shell, curl or sleep; hooks delivered more than
+/// once).
+#[derive(Debug, Parser)]
+#[command(name = "lameduck", version, after_help = MAIN_HELP)]
+pub(crate) struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// GET a URL with the kubelet's HTTP probe semantics (for exec probes)
+    #[command(after_help = PROBE_HELP)]
+    Probe(ProbeArgs),
+    /// preStop hook: call the service's /shutdown endpoint and wait, and/or sleep
+    #[command(after_help = PRESTOP_HELP)]
+    Prestop(PrestopArgs),
+    /// Run a command exactly once per key, for hooks delivered at least once
+    #[command(after_help = ONCE_HELP)]
+    Once(OnceArgs),
+}
+
+/// Arguments of `probe`.
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// The http:// URL to GET
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+
+    /// Give up after this long, for everything (connect, request, redirects, body)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::parse_timeout)]
+    pub(crate) timeout: Duration,
+
+    /// Request header 'Name: value'; repeatable
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header::parse)]
+    pub(crate) headers: Vec<Header>,
+}
+
+/// Arguments of `prestop`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("action").required(true).multiple(true).args(["url", "sleep"])))]
+pub(crate) struct PrestopArgs {
+    /// GET this http:// URL (usually the service's /shutdown) and wait for the answer
+    #[arg(long, value_name = "URL", value_parser = Target::parse)]
+    pub(crate) url: Option<Target>,
+
+    /// Request header 'Name: value' for --url; repeatable
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header::parse, requires = "url")]
+    pub(crate) headers: Vec<Header>,
+
+    /// Sleep this long (after the call, if --url is given too)
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub(crate) sleep: Option<Duration>,
+
+    /// Deadline of the call; generous because /shutdown answers only after the lame-duck delay
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_timeout)]
+    pub(crate) timeout: Duration,
+
+    /// Where to log
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = LogTo::Auto, env = "LAMEDUCK_PRESTOP_LOG")]
+    pub(crate) log_to: LogTo,
+}
+
+/// Arguments of `once`.
+#[derive(Debug, Args)]
+pub(crate) struct OnceArgs {
+    /// Names the action: 1-128 characters of [A-Za-z0-9._-]
+    #[arg(long, value_name = "KEY", value_parser = Key::parse)]
+    pub(crate) key: Key,
+
+    /// Directory of the lock and result files (created if missing)
+    #[arg(long, value_name = "DIR", env = "LAMEDUCK_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub(crate) state_dir: PathBuf,
+
+    /// The command and its arguments
+    #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}
