@@ -21,7 +21,7 @@ pub(crate) fn run(argv: &[OsString]) -> i32 {
     };
     let mut command = Command::new(program);
     command.args(args);
-    //die_with_parent(&mut command);
+    die_with_parent(&mut command);
     let status = command.spawn().and_then(|mut child| child.wait());
     match status {
         Ok(status) => exit_code(status),

@@ -106,7 +106,13 @@ Examples:
 /// lameduck SDK (distroless images without shell, curl or sleep; hooks delivered more than
 /// once).
 #[derive(Debug, Parser)]
-#[command(name = "lameduck", version, after_help = MAIN_HELP)]
+#[command(
+    name = "lameduck",
+    version,
+    about = "Graceful-shutdown helpers for images and programs that cannot link the lameduck SDK",
+    long_about = None,
+    after_help = MAIN_HELP
+)]
 pub(crate) struct Cli {
     /// The subcommand.
     #[command(subcommand)]

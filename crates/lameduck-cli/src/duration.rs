@@ -57,8 +57,14 @@ mod tests {
 
     #[test]
     fn timeout_must_be_positive() {
-        assert!(matches!(parse_timeout("0ms"), Err(DurationError::ZeroTimeout)));
-        assert_eq!(parse_timeout("300ms").ok(), Some(Duration::from_millis(300)));
+        assert!(matches!(
+            parse_timeout("0ms"),
+            Err(DurationError::ZeroTimeout)
+        ));
+        assert_eq!(
+            parse_timeout("300ms").ok(),
+            Some(Duration::from_millis(300))
+        );
     }
 
     #[test]

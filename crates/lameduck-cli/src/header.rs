@@ -42,10 +42,11 @@ pub(crate) fn parse(input: &str) -> Result<Header, HeaderError> {
         .split_once(':')
         .ok_or_else(|| HeaderError::MissingColon(input.to_owned()))?;
     let name = name.trim();
-    let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|source| HeaderError::Name {
-        name: name.to_owned(),
-        source,
-    })?;
+    let header_name =
+        HeaderName::from_bytes(name.as_bytes()).map_err(|source| HeaderError::Name {
+            name: name.to_owned(),
+            source,
+        })?;
     let value = HeaderValue::from_str(value.trim()).map_err(|source| HeaderError::Value {
         name: name.to_owned(),
         source,
@@ -64,17 +65,26 @@ mod tests {
     fn splits_at_first_colon_and_trims() {
         let header = parse("X-Thing :  a:b ").ok();
         assert_eq!(header.as_ref().map(|h| h.name.as_str()), Some("x-thing"));
-        assert_eq!(header.as_ref().map(|h| h.value.as_bytes()), Some(&b"a:b"[..]));
+        assert_eq!(
+            header.as_ref().map(|h| h.value.as_bytes()),
+            Some(&b"a:b"[..])
+        );
     }
 
     #[test]
     fn empty_value_is_allowed() {
-        assert_eq!(parse("User-Agent:").ok().map(|h| h.value.is_empty()), Some(true));
+        assert_eq!(
+            parse("User-Agent:").ok().map(|h| h.value.is_empty()),
+            Some(true)
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(parse("novalue"), Err(HeaderError::MissingColon(_))));
+        assert!(matches!(
+            parse("novalue"),
+            Err(HeaderError::MissingColon(_))
+        ));
         assert!(matches!(parse(": v"), Err(HeaderError::Name { .. })));
         assert!(matches!(parse("a b: v"), Err(HeaderError::Name { .. })));
         assert!(matches!(parse("a: v\u{1}"), Err(HeaderError::Value { .. })));

@@ -421,7 +421,13 @@ mod tests {
 
     #[test]
     fn caller_headers_override_and_empty_removes() {
-        let req = built(&["User-Agent: custom", "Accept:", "Host: virtual", "X-A: 1", "X-A: 2"]);
+        let req = built(&[
+            "User-Agent: custom",
+            "Accept:",
+            "Host: virtual",
+            "X-A: 1",
+            "X-A: 2",
+        ]);
         let h = req.headers();
         assert_eq!(h[header::USER_AGENT], "custom");
         assert!(h.get(header::ACCEPT).is_none());
@@ -447,10 +453,14 @@ mod tests {
     #[test]
     fn followed_statuses() {
         for code in [301, 302, 303, 307, 308] {
-            assert!(is_followed_redirect(StatusCode::from_u16(code).unwrap_or_default()));
+            assert!(is_followed_redirect(
+                StatusCode::from_u16(code).unwrap_or_default()
+            ));
         }
         for code in [200, 300, 304, 305, 404] {
-            assert!(!is_followed_redirect(StatusCode::from_u16(code).unwrap_or_default()));
+            assert!(!is_followed_redirect(
+                StatusCode::from_u16(code).unwrap_or_default()
+            ));
         }
     }
 }

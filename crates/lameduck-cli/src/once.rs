@@ -104,7 +104,10 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
 
     let seen = state::read(&result_path)?;
     if let Some(done) = seen.filter(RunResult::succeeded) {
-        note(key, &format!("already succeeded (run {}); not running", done.generation));
+        note(
+            key,
+            &format!("already succeeded (run {}); not running", done.generation),
+        );
         return Ok(0);
     }
     let seen_generation = seen.map_or(0, |r| r.generation);
@@ -113,7 +116,10 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
     let now = state::read(&result_path)?;
     if let Some(result) = now {
         if result.succeeded() {
-            note(key, &format!("succeeded in run {}; not running", result.generation));
+            note(
+                key,
+                &format!("succeeded in run {}; not running", result.generation),
+            );
             return Ok(0);
         }
         if result.generation > seen_generation {
@@ -137,7 +143,12 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
     if let Err(err) = state::write(&result_path, result) {
         // The command has run; its exit code is the truthful answer. Not recording it only
         // means a later invocation runs the command again.
-        note(key, &format!("could not record the result ({err}); a later invocation will run the command again"));
+        note(
+            key,
+            &format!(
+                "could not record the result ({err}); a later invocation will run the command again"
+            ),
+        );
     }
     drop(lock);
     Ok(exit_code)
@@ -158,7 +169,10 @@ fn lock(path: &Path, key: &Key) -> Result<File, OnceError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            note(key, "another invocation is running the command; waiting for it");
+            note(
+                key,
+                "another invocation is running the command; waiting for it",
+            );
             file.lock().map_err(lock_error)?;
         }
         Err(TryLockError::Error(err)) => return Err(lock_error(err)),

@@ -43,7 +43,10 @@ pub(crate) fn run(plan: Plan, log: &mut HookLog) {
 /// GETs the endpoint and waits for its answer. The status is reported but, as for the
 /// kubelet's own httpGet preStop, only a transport error counts as a failure.
 fn call(url: Target, headers: Vec<Header>, timeout: Duration, log: &mut HookLog) {
-    log.line(&format!("GET {url} (timeout {})", duration::display(timeout)));
+    log.line(&format!(
+        "GET {url} (timeout {})",
+        duration::display(timeout)
+    ));
     let request = GetRequest {
         url,
         headers,

@@ -89,13 +89,22 @@ mod tests {
 
     #[test]
     fn kubelet_status_ranges() {
-        assert_eq!(judge(&response(200, None)), Verdict::Success { warning: None });
-        assert_eq!(judge(&response(204, None)), Verdict::Success { warning: None });
+        assert_eq!(
+            judge(&response(200, None)),
+            Verdict::Success { warning: None }
+        );
+        assert_eq!(
+            judge(&response(204, None)),
+            Verdict::Success { warning: None }
+        );
         assert!(matches!(
             judge(&response(302, Some(Unfollowed::NoLocation))),
             Verdict::Success { warning: Some(_) }
         ));
-        assert!(matches!(judge(&response(399, None)), Verdict::Success { warning: Some(_) }));
+        assert!(matches!(
+            judge(&response(399, None)),
+            Verdict::Success { warning: Some(_) }
+        ));
         assert_eq!(
             judge(&response(404, None)),
             Verdict::Failure("http://h/x answered 404 Not Found".to_owned())

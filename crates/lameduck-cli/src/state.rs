@@ -113,10 +113,20 @@ fn parse(text: &str) -> Result<RunResult, String> {
     for line in text.lines() {
         match line.split_once(' ') {
             Some(("generation", value)) => {
-                generation = Some(value.trim().parse::<u64>().map_err(|e| format!("generation: {e}"))?);
+                generation = Some(
+                    value
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|e| format!("generation: {e}"))?,
+                );
             }
             Some(("exit_code", value)) => {
-                exit_code = Some(value.trim().parse::<i32>().map_err(|e| format!("exit_code: {e}"))?);
+                exit_code = Some(
+                    value
+                        .trim()
+                        .parse::<i32>()
+                        .map_err(|e| format!("exit_code: {e}"))?,
+                );
             }
             _ => {}
         }

@@ -29,7 +29,9 @@ pub(crate) enum UrlError {
     #[error("bad URL {0:?}: no host")]
     NoHost(String),
     /// `http://user:pass@host/`: credentials would end up in process listings and events.
-    #[error("bad URL {0:?}: credentials in the URL are not supported; use --header 'Authorization: ...'")]
+    #[error(
+        "bad URL {0:?}: credentials in the URL are not supported; use --header 'Authorization: ...'"
+    )]
     UserInfo(String),
 }
 
@@ -50,10 +52,12 @@ impl Target {
     /// Parses an absolute `http://` URL. A fragment is dropped (it is never sent).
     pub(crate) fn parse(input: &str) -> Result<Self, UrlError> {
         let without_fragment = input.split_once('#').map_or(input, |(before, _)| before);
-        let uri: Uri = without_fragment.parse().map_err(|source| UrlError::Syntax {
-            input: input.to_owned(),
-            source,
-        })?;
+        let uri: Uri = without_fragment
+            .parse()
+            .map_err(|source| UrlError::Syntax {
+                input: input.to_owned(),
+                source,
+            })?;
         match uri.scheme_str() {
             Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
             Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
@@ -67,7 +71,10 @@ impl Target {
         if authority.as_str().contains('@') {
             return Err(UrlError::UserInfo(input.to_owned()));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(UrlError::NoHost(input.to_owned()));
         }
@@ -226,13 +233,28 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_probe() {
-        assert!(matches!(Target::parse("https://h/"), Err(UrlError::Https(_))));
-        assert!(matches!(Target::parse("ftp://h/"), Err(UrlError::Scheme(_))));
-        assert!(matches!(Target::parse("/healthz"), Err(UrlError::Scheme(_))));
+        assert!(matches!(
+            Target::parse("https://h/"),
+            Err(UrlError::Https(_))
+        ));
+        assert!(matches!(
+            Target::parse("ftp://h/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            Target::parse("/healthz"),
+            Err(UrlError::Scheme(_))
+        ));
         assert!(matches!(Target::parse("h:80"), Err(UrlError::Scheme(_))));
-        assert!(matches!(Target::parse("not a url"), Err(UrlError::Syntax { .. })));
+        assert!(matches!(
+            Target::parse("not a url"),
+            Err(UrlError::Syntax { .. })
+        ));
         assert!(matches!(Target::parse(""), Err(UrlError::Syntax { .. })));
-        assert!(matches!(Target::parse("http://u:p@h/"), Err(UrlError::UserInfo(_))));
+        assert!(matches!(
+            Target::parse("http://u:p@h/"),
+            Err(UrlError::UserInfo(_))
+        ));
     }
 
     #[test]
@@ -256,7 +278,10 @@ mod tests {
             let resolved = base.resolve(location).map(|t| t.to_string());
             assert_eq!(resolved.ok().as_deref(), Some(expected), "{location:?}");
         }
-        assert!(matches!(base.resolve("https://h/"), Err(UrlError::Https(_))));
+        assert!(matches!(
+            base.resolve("https://h/"),
+            Err(UrlError::Https(_))
+        ));
         assert!(base.resolve("/with space").is_err());
     }
 

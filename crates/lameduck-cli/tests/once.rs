@@ -46,7 +46,12 @@ fn twenty_concurrent_invocations_run_the_command_once() {
     // The sleep keeps the run going while the others arrive.
     let script = r#"echo run >> "$1"; sleep 1"#;
     let children: Vec<Child> = (0..20)
-        .map(|_| once(&dir, "setup", script, &[&counter]).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            once(&dir, "setup", script, &[&counter])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
@@ -56,7 +61,11 @@ fn twenty_concurrent_invocations_run_the_command_once() {
     // Later invocations do not run it either.
     let output = once(&dir, "setup", script, &[&counter]).output().unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains("already succeeded"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("already succeeded"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(runs(&counter).len(), 1);
 }
 
@@ -80,7 +89,11 @@ fn failure_is_propagated_and_the_next_invocation_runs_again() {
     assert_eq!(runs(&counter).len(), 3);
 
     let output = once(&dir, "k", failing, &[&counter]).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "a succeeded key does not run again");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a succeeded key does not run again"
+    );
     assert_eq!(runs(&counter).len(), 3);
 }
 
@@ -92,13 +105,19 @@ fn waiters_share_the_result_of_a_failed_run() {
     let script = r#"echo run >> "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; exit 3"#;
 
     let mut runner = spawn(once(&dir, "k", script, &[&counter, &release]));
-    assert!(eventually(PATIENCE, || runs(&counter).len() == 1), "the runner never started");
+    assert!(
+        eventually(PATIENCE, || runs(&counter).len() == 1),
+        "the runner never started"
+    );
 
     let mut waiters = Vec::new();
     for _ in 0..5 {
         let mut waiter = spawn(once(&dir, "k", script, &[&counter, &release]));
         let mut err = BufReader::new(waiter.stderr.take().unwrap());
-        assert!(wait_for_line(&mut err, "waiting"), "the invocation did not wait");
+        assert!(
+            wait_for_line(&mut err, "waiting"),
+            "the invocation did not wait"
+        );
         waiters.push((waiter, err));
     }
     fs::write(&release, "").unwrap();
@@ -110,7 +129,11 @@ fn waiters_share_the_result_of_a_failed_run() {
         assert_eq!(code, Some(3), "{rest}");
         assert!(rest.contains("failed with exit code 3"), "{rest}");
     }
-    assert_eq!(runs(&counter).len(), 1, "the waiters must not run the command");
+    assert_eq!(
+        runs(&counter).len(),
+        1,
+        "the waiters must not run the command"
+    );
 }
 
 #[test]
@@ -123,12 +146,18 @@ fn killed_runner_leaves_the_key_runnable_and_takes_its_command_along() {
     let script = r#"echo $$ >> "$1"; if [ -e "$2" ]; then exec sleep 600; fi"#;
 
     let mut runner = spawn(once(&dir, "k", script, &[&counter, &slow]));
-    assert!(eventually(PATIENCE, || runs(&counter).len() == 1), "the runner never started");
+    assert!(
+        eventually(PATIENCE, || runs(&counter).len() == 1),
+        "the runner never started"
+    );
     let orphan_pid = runs(&counter)[0].clone();
 
     let mut waiter = spawn(once(&dir, "k", script, &[&counter, &slow]));
     let mut waiter_err = BufReader::new(waiter.stderr.take().unwrap());
-    assert!(wait_for_line(&mut waiter_err, "waiting"), "the invocation did not wait");
+    assert!(
+        wait_for_line(&mut waiter_err, "waiting"),
+        "the invocation did not wait"
+    );
 
     fs::remove_file(&slow).unwrap();
     runner.kill().unwrap(); // SIGKILL: no chance to clean up or record anything.
@@ -144,12 +173,19 @@ fn killed_runner_leaves_the_key_runnable_and_takes_its_command_along() {
     let stat = format!("/proc/{orphan_pid}/stat");
     let dead = || match fs::read_to_string(&stat) {
         Err(_) => true,
-        Ok(text) => text.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(text) => text
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
     };
-    assert!(eventually(PATIENCE, dead), "the killed runner's command survived it");
+    assert!(
+        eventually(PATIENCE, dead),
+        "the killed runner's command survived it"
+    );
 
     // And now the key is done.
-    let output = once(&dir, "k", script, &[&counter, &slow]).output().unwrap();
+    let output = once(&dir, "k", script, &[&counter, &slow])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(runs(&counter).len(), 2);
 }
@@ -163,12 +199,17 @@ fn killed_runner_then_a_new_invocation_runs_again() {
     let script = r#"echo $$ >> "$1"; if [ -e "$2" ]; then exec sleep 600; fi"#;
 
     let mut runner = spawn(once(&dir, "k", script, &[&counter, &slow]));
-    assert!(eventually(PATIENCE, || runs(&counter).len() == 1), "the runner never started");
+    assert!(
+        eventually(PATIENCE, || runs(&counter).len() == 1),
+        "the runner never started"
+    );
     runner.kill().unwrap();
     runner.wait().unwrap();
     fs::remove_file(&slow).unwrap();
 
-    let output = once(&dir, "k", script, &[&counter, &slow]).output().unwrap();
+    let output = once(&dir, "k", script, &[&counter, &slow])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(runs(&counter).len(), 2);
 }
@@ -183,10 +224,28 @@ fn exit_codes() {
         (output.status.code(), stderr(&output))
     };
 
-    let (status, _) = code(&["once", "--key", "sig", "--state-dir", state, "--", "sh", "-c", "kill -TERM $$"]);
+    let (status, _) = code(&[
+        "once",
+        "--key",
+        "sig",
+        "--state-dir",
+        state,
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
     assert_eq!(status, Some(128 + 15), "signal death is 128 + signal");
 
-    let (status, message) = code(&["once", "--key", "nf", "--state-dir", state, "--", "/nonexistent/cmd"]);
+    let (status, message) = code(&[
+        "once",
+        "--key",
+        "nf",
+        "--state-dir",
+        state,
+        "--",
+        "/nonexistent/cmd",
+    ]);
     assert_eq!(status, Some(127));
     assert!(message.contains("cannot run /nonexistent/cmd"), "{message}");
 
@@ -206,7 +265,15 @@ fn exit_codes() {
     let blocker = dir.join("file");
     fs::write(&blocker, "").unwrap();
     let bad_dir = blocker.join("state");
-    let (status, message) = code(&["once", "--key", "k", "--state-dir", bad_dir.to_str().unwrap(), "--", "true"]);
+    let (status, message) = code(&[
+        "once",
+        "--key",
+        "k",
+        "--state-dir",
+        bad_dir.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
     assert_eq!(status, Some(125));
     assert!(message.contains("state directory"), "{message}");
 }
@@ -216,7 +283,15 @@ fn command_arguments_pass_through_and_state_dir_comes_from_the_environment() {
     let dir = temp_dir("env");
     let out = dir.join("out");
     let output = lameduck()
-        .args(["once", "--key", "args", "--", "sh", "-c", r#"printf '%s\n' "$@" > "$0""#])
+        .args([
+            "once",
+            "--key",
+            "args",
+            "--",
+            "sh",
+            "-c",
+            r#"printf '%s\n' "$@" > "$0""#,
+        ])
         .arg(&out)
         .args(["--key", "-x", "two words"])
         .env("LAMEDUCK_STATE_DIR", dir.join("from-env"))

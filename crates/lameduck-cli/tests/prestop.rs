@@ -22,16 +22,29 @@ fn waits_for_a_blocking_shutdown_endpoint() {
             respond(stream, 404, &[], b"");
         }
     });
-    let (output, took) = run(&["prestop", "--log-to", "stderr", "--url", &server.url("/shutdown")]);
+    let (output, took) = run(&[
+        "prestop",
+        "--log-to",
+        "stderr",
+        "--url",
+        &server.url("/shutdown"),
+    ]);
     let log = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{log}");
-    assert!(took >= Duration::from_secs(1), "did not wait for the answer: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "did not wait for the answer: {took:?}"
+    );
     assert!(log.contains("answered 200 OK"), "{log}");
     assert!(log.contains("draining"), "{log}");
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path(), "/shutdown");
-    assert!(seen[0].head.contains("User-Agent: lameduck-prestop/"), "{}", seen[0].head);
+    assert!(
+        seen[0].head.contains("User-Agent: lameduck-prestop/"),
+        "{}",
+        seen[0].head
+    );
 }
 
 #[test]
@@ -48,9 +61,19 @@ fn dead_port_is_reported_and_still_exits_0() {
 #[test]
 fn error_status_is_reported_and_still_exits_0() {
     let server = Server::status(500);
-    let (output, _) = run(&["prestop", "--log-to", "stderr", "--url", &server.url("/shutdown")]);
+    let (output, _) = run(&[
+        "prestop",
+        "--log-to",
+        "stderr",
+        "--url",
+        &server.url("/shutdown"),
+    ]);
     assert_eq!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains("answered 500"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("answered 500"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -109,7 +132,11 @@ fn log_destination_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains("lameduck prestop: sleeping 0s"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("lameduck prestop: sleeping 0s"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -123,6 +150,11 @@ fn usage_errors_exit_2() {
         &["prestop", "--sleep", "1s", "--log-to", "syslog"],
     ] {
         let (output, _) = run(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }

@@ -20,13 +20,22 @@ fn ok_200_succeeds_silently_and_sends_kubelet_like_headers() {
     assert_eq!(stderr(&output), "");
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].request_line, "GET /healthz?x=1 HTTP/1.1\r\n".trim_end());
+    assert_eq!(
+        seen[0].request_line,
+        "GET /healthz?x=1 HTTP/1.1\r\n".trim_end()
+    );
     let head = &seen[0].head;
     let version = env!("CARGO_PKG_VERSION");
-    assert!(head.contains(&format!("User-Agent: lameduck-probe/{version}\r\n")), "{head}");
+    assert!(
+        head.contains(&format!("User-Agent: lameduck-probe/{version}\r\n")),
+        "{head}"
+    );
     assert!(head.contains("Accept: */*\r\n"), "{head}");
     assert!(head.contains("Connection: close\r\n"), "{head}");
-    assert!(head.contains(&format!("Host: {}\r\n", server.addr)), "{head}");
+    assert!(
+        head.contains(&format!("Host: {}\r\n", server.addr)),
+        "{head}"
+    );
 }
 
 #[test]
@@ -48,6 +57,16 @@ fn headers_are_added_and_user_agent_overridden() {
 }
 
 #[test]
+fn host_header_can_be_set() {
+    let server = Server::status(200);
+    let (output, _) = run(&["probe", "-H", "Host: virtual.example", &server.url("/")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let head = &server.seen()[0].head;
+    assert!(head.contains("Host: virtual.example\r\n"), "{head}");
+    assert_eq!(head.matches("Host:").count(), 1, "{head}");
+}
+
+#[test]
 fn redirect_to_same_host_is_followed() {
     let server = Server::start(|request, stream| match request.path() {
         "/start" => respond(stream, 302, &[("Location", "/healthy")], b""),
@@ -56,7 +75,11 @@ fn redirect_to_same_host_is_followed() {
     });
     let (output, _) = run(&["probe", &server.url("/start")]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(stderr(&output), "", "a followed redirect is not worth a warning");
+    assert_eq!(
+        stderr(&output),
+        "",
+        "a followed redirect is not worth a warning"
+    );
     let paths: Vec<String> = server.seen().iter().map(|s| s.path().to_owned()).collect();
     assert_eq!(paths, ["/start", "/healthy"]);
 }
@@ -66,11 +89,16 @@ fn redirect_to_same_host_other_port_is_followed_and_its_status_counts() {
     // The kubelet compares host names only, so a port change is still "the same host".
     let target = Server::status(503);
     let location = target.url("/elsewhere");
-    let server = Server::start(move |_, stream| respond(stream, 301, &[("Location", &location)], b""));
+    let server =
+        Server::start(move |_, stream| respond(stream, 301, &[("Location", &location)], b""));
     let (output, _) = run(&["probe", &server.url("/")]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("503"), "{}", stderr(&output));
-    assert!(stderr(&output).contains("after 1 redirects"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("after 1 redirects"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(target.seen().len(), 1);
 }
 
@@ -80,7 +108,8 @@ fn redirect_to_other_host_is_not_followed_and_is_a_success_with_warning() {
     // machine. The kubelet returns the 3xx as the answer, a success with a warning.
     let other = Server::status(500);
     let location = format!("http://localhost:{}/", other.addr.port());
-    let server = Server::start(move |_, stream| respond(stream, 302, &[("Location", &location)], b""));
+    let server =
+        Server::start(move |_, stream| respond(stream, 302, &[("Location", &location)], b""));
     let (output, _) = run(&["probe", &server.url("/")]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{message}");
@@ -88,7 +117,11 @@ fn redirect_to_other_host_is_not_followed_and_is_a_success_with_warning() {
     assert!(message.contains("302"), "{message}");
     assert!(message.contains("another host"), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
-    assert_eq!(other.seen().len(), 0, "the other host must not be contacted");
+    assert_eq!(
+        other.seen().len(),
+        0,
+        "the other host must not be contacted"
+    );
 }
 
 #[test]
@@ -202,7 +235,12 @@ fn usage_errors_exit_2() {
         &["probe", "-H", "no colon", "http://127.0.0.1/"],
     ] {
         let (output, _) = run(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
 

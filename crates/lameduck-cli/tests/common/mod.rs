@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,7 +119,10 @@ fn read_head(stream: &mut TcpStream) -> Option<Seen> {
 
 /// Writes a complete response with `Content-Length` and closes.
 pub fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    let mut response = format!("HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\n", body.len());
+    let mut response = format!(
+        "HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         response.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -135,8 +138,25 @@ pub fn dead_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A fresh, empty directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A fresh, empty directory for one test, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a [`TempDir`] whose name mentions `name`.
+pub fn temp_dir(name: &str) -> TempDir {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "lameduck-cli-test-{}-{}-{name}",
@@ -145,7 +165,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes; returns whether it held.
