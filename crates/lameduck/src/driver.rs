@@ -105,6 +105,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         _ = inner.triggered.cancelled() => {}
         _ = async {
             run_startup_hooks(&lifecycle, &hook_log).await;
+            inner.health.startup_passed().await;
             inner.readiness_holds.released().await;
         } => timeline.transition(&lifecycle, State::Ready),
     }

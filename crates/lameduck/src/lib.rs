@@ -38,6 +38,7 @@
 mod activity;
 mod config;
 mod driver;
+mod health;
 mod hold;
 mod hooks;
 mod lifecycle;
@@ -53,6 +54,10 @@ pub use config::{
     DEFAULT_TERMINATION_LOG, ENV_ADMIN_ADDR, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HOOK_TIMEOUT,
     ENV_SHUTDOWN_DELAY, ENV_SHUTDOWN_TOKEN, ENV_TERMINATION_LOG, ENV_VARS, MAX_AUTO_SAFETY_MARGIN,
     exit_on_config_error,
+};
+pub use health::{
+    Check, CheckKind, CheckResult, DEFAULT_CHECK_CACHE, DEFAULT_CHECK_TIMEOUT, Health,
+    HealthReport, LIFECYCLE_CHECK,
 };
 pub use hold::Hold;
 pub use hooks::{Hook, HookOutcome, HookReport, HookResult, Phase};

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::ActivityCounter;
 use crate::config::{Builder, Config, ConfigError};
+use crate::health::Health;
 use crate::hold::{Hold, HoldSet};
 use crate::hooks::{Hook, HookResult, Phase, StartupHook};
 use crate::report::Report;
@@ -81,6 +82,7 @@ pub(crate) struct Inner {
     pub(crate) requests: ActivityCounter,
     pub(crate) driver_started: AtomicBool,
     pub(crate) report: watch::Sender<Option<Report>>,
+    pub(crate) health: Health,
 }
 
 #[derive(Default)]
@@ -128,10 +130,12 @@ impl Lifecycle {
         if let Some(path) = config.termination_log() {
             crate::report::install_panic_hook(path);
         }
+        let state = watch::Sender::new(State::Starting);
+        let health = Health::new(state.subscribe());
         Self {
             inner: Arc::new(Inner {
                 config,
-                state: watch::Sender::new(State::Starting),
+                state,
                 trigger: OnceLock::new(),
                 triggered: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -147,6 +151,7 @@ impl Lifecycle {
                 requests: ActivityCounter::new(),
                 driver_started: AtomicBool::new(false),
                 report: watch::Sender::new(None),
+                health,
             }),
         }
     }
@@ -154,6 +159,20 @@ impl Lifecycle {
     /// The settings in force.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The health checks: register liveness, readiness and startup checks here; the admin
+    /// endpoints (`/livez`, `/readyz`, `/startupz`) run them.
+    ///
+    /// ```
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// lifecycle.health().readiness("db", || async {
+    ///     // db.ping().await
+    ///     Ok::<(), std::io::Error>(())
+    /// });
+    /// ```
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     // ----- triggers -------------------------------------------------------------------

@@ -88,7 +88,11 @@ async fn each_transition_in_order_and_each_waits_for_its_cause() {
             State::Stopped
         ]
     );
-    let draining = report.phases.iter().find(|p| p.state == State::Draining).unwrap();
+    let draining = report
+        .phases
+        .iter()
+        .find(|p| p.state == State::Draining)
+        .unwrap();
     assert_eq!(draining.duration_ms, 7000);
     assert!(report.clean, "{report:?}");
     assert_eq!(report.duration_ms, 8000);
@@ -225,7 +229,10 @@ async fn hooks_run_in_phase_order_and_reverse_registration_order() {
         ["drain-1", "stop-2", "stop-1", "after-2", "after-1"]
     );
     let reported: Vec<&str> = report.hooks.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(reported, ["drain-1", "stop-2", "stop-1", "after-2", "after-1"]);
+    assert_eq!(
+        reported,
+        ["drain-1", "stop-2", "stop-1", "after-2", "after-1"]
+    );
     assert!(report.clean);
 }
 
@@ -332,7 +339,10 @@ async fn deadline_is_honoured_with_a_hook_that_never_returns() {
 
 #[tokio::test(start_paused = true)]
 async fn tasks_are_cancelled_at_stopping_and_awaited() {
-    let lifecycle = builder().shutdown_delay(Duration::from_secs(2)).build().unwrap();
+    let lifecycle = builder()
+        .shutdown_delay(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let finished = Arc::new(AtomicUsize::new(0));
     let cancelled_at = Arc::new(Mutex::new(None));
     {
@@ -495,4 +505,3 @@ async fn exit_holds_delay_the_end_of_run() {
     let report = tokio_test::assert_ready!(run.poll());
     assert!(report.clean);
 }
-

@@ -72,7 +72,12 @@ impl ChildService {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("termination-log");
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, mode)
             .env("LAMEDUCK_SHUTDOWN_DELAY", delay)
             .env("LAMEDUCK_GRACE_PERIOD", "60s")
@@ -178,7 +183,10 @@ fn a_second_sigterm_during_a_long_delay_forces_exit_within_half_a_second() {
     service.signal(NixSignal::SIGTERM);
     let (status, took) = service.wait_exit(Duration::from_secs(20));
     assert_eq!(status, 128 + 15);
-    assert!(took < Duration::from_millis(500), "forced exit took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "forced exit took {took:?}"
+    );
     let report = service.report();
     assert_eq!(report["forced_by"], "SIGTERM");
     assert_eq!(report["clean"], false);
@@ -218,7 +226,12 @@ fn a_panic_writes_its_message_to_the_termination_log() {
 #[test]
 fn a_bad_variable_stops_the_service_at_once_naming_it() {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "serve")
         .env("LAMEDUCK_DRAIN_TIMEOUT", "twenty")
         .output()

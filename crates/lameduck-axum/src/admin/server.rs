@@ -1,0 +1,293 @@
+//! The admin listener: a small HTTP/1 server for the probes, up until the process exits,
+//! hardened so that a slow or hostile client cannot stall them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use lameduck::Lifecycle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admin_router;
+
+/// How long a client may take to send a request's headers (from connecting, or from the
+/// end of its previous request on a kept-alive connection): 5 s. Probes send theirs at
+/// once; a client that dribbles them is cut off and frees its connection slot.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many admin connections may be open at once: 512. Probes use one connection each
+/// (kubelet opens a new one per probe), so this leaves room for hundreds of slow or idle
+/// clients while a probe still gets a slot; over the limit, a new connection is closed at
+/// once rather than left waiting past the probe's timeout.
+pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 512;
+
+/// The largest request head (request line and headers) accepted: 16 KiB; a larger one
+/// gets `431 Request Header Fields Too Large`. Probes send a few hundred bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// How long in-progress responses get once the lifecycle has finished.
+const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The admin address could not be bound (in use, not local, no permission).
+    #[error(
+        "cannot listen for the admin endpoints on {addr} (set LAMEDUCK_ADMIN_ADDR to change it): {source}"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The listener given to [`serve_admin`] has no local address.
+    #[error("the admin listener has no local address: {0}")]
+    LocalAddr(#[source] io::Error),
+}
+
+/// The admin listener's limits; the defaults suit the kubelet and a load balancer or two.
+///
+/// ```
+/// use std::time::Duration;
+/// let limits = lameduck_axum::AdminLimits::default()
+///     .header_read_timeout(Duration::from_secs(2))
+///     .max_connections(128);
+/// # let _ = limits;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AdminLimits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+    max_header_bytes: usize,
+    close_grace: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_ADMIN_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            close_grace: DEFAULT_CLOSE_GRACE,
+        }
+    }
+}
+
+impl AdminLimits {
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// See [`DEFAULT_MAX_ADMIN_CONNECTIONS`]; at least 1.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// See [`DEFAULT_MAX_HEADER_BYTES`]; at least 8 KiB (hyper's smallest buffer).
+    pub fn max_header_bytes(mut self, max: usize) -> Self {
+        self.max_header_bytes = max.max(MIN_HEADER_BYTES);
+        self
+    }
+
+    /// How long responses still in progress get once the server ends (default 1 s).
+    pub fn close_grace(mut self, grace: Duration) -> Self {
+        self.close_grace = grace;
+        self
+    }
+}
+
+/// A running admin listener (see [`serve_admin`]). Dropping the handle leaves the server
+/// running; it ends by itself once the lifecycle has finished.
+#[derive(Debug)]
+pub struct AdminServer {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Listen on the lifecycle's admin address (`LAMEDUCK_ADMIN_ADDR`, default
+    /// `0.0.0.0:9090`) and serve the default [`admin_router`] there.
+    pub async fn bind(lifecycle: &Lifecycle) -> Result<Self, AdminError> {
+        let addr = lifecycle.config().admin_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        serve_admin(listener, admin_router(lifecycle), lifecycle)
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop now instead of when the lifecycle finishes: stop accepting, let responses in
+    /// progress finish within the close grace, then close every connection.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Resolves once the server has ended and its connections are closed.
+    pub async fn wait(self) {
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the admin server task failed");
+        }
+    }
+}
+
+/// Serve `router` on `listener` as the admin listener of `lifecycle`, on a task of its
+/// own, with the default [`AdminLimits`].
+///
+/// Call it before [`Lifecycle::run`], so probes answer from the start. The server keeps
+/// answering through Draining and Stopping (it is not drained with the traffic listeners)
+/// and ends only once the lifecycle has finished, i.e. when `run()` returns: then it stops
+/// accepting, and what is still in progress gets the close grace (1 s). Admin connections
+/// are not counted in [`Lifecycle::connections`], so they never hold up the drain.
+///
+/// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Each request's
+/// head must arrive within the header-read timeout and fit the header limit (else 431);
+/// over the connection limit, new connections are closed at once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let router = lameduck_axum::AdminRouter::new(&lifecycle).build();
+/// let admin = lameduck_axum::serve_admin(listener, router, &lifecycle)?;
+/// println!("probes on http://{}/readyz", admin.local_addr());
+/// # admin.shutdown();
+/// # admin.wait().await;
+/// # Ok(()) }
+/// ```
+pub fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    lifecycle: &Lifecycle,
+) -> Result<AdminServer, AdminError> {
+    serve_admin_with(listener, router, lifecycle, AdminLimits::default())
+}
+
+/// [`serve_admin`] with limits of your own.
+pub fn serve_admin_with(
+    listener: TcpListener,
+    router: Router,
+    lifecycle: &Lifecycle,
+    limits: AdminLimits,
+) -> Result<AdminServer, AdminError> {
+    let local_addr = listener.local_addr().map_err(AdminError::LocalAddr)?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(serve(
+        listener,
+        router,
+        lifecycle.clone(),
+        limits,
+        stop.clone(),
+    ));
+    Ok(AdminServer {
+        local_addr,
+        stop,
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    lifecycle: Lifecycle,
+    limits: AdminLimits,
+    stop: CancellationToken,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    let http = Arc::new(http);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let grace = limits.close_grace;
+
+    // `run()` does not start the lifecycle here: Stopped is only reached once it runs.
+    let finished = async {
+        lifecycle.stopped().await;
+        lifecycle.run().await;
+    };
+    tokio::pin!(finished);
+    let mut saturated = false;
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = &mut finished => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "admin listener: accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            if !saturated {
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "admin listener at its connection limit; closing new connections"
+                );
+                saturated = true;
+            }
+            drop(stream);
+            continue;
+        };
+        saturated = false;
+        // Small answers: send them at once.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let http = Arc::clone(&http);
+        let closing = closing.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "admin connection ended with an error");
+                    }
+                }
+                _ = closing.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(grace, conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    // Each connection is cut at its own grace; this bound is only a safety net.
+    let _ = tokio::time::timeout(grace * 2, connections.wait()).await;
+    tracing::debug!("admin listener closed");
+}
