@@ -1,0 +1,308 @@
+//! The load run: workers, the shared pacer, the stop conditions.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LoadConfig, RequestTemplate};
+use crate::exchange::{Conn, Exchange, connect, exchange};
+use crate::report::{Class, LoadReport, Recorder};
+
+/// How often a request given back unwritten ([`Class::NotSent`]) is retried, each time on
+/// a new connection, before the worker gives up on that request slot.
+const MAX_RESENDS: u32 = 3;
+
+/// How often the `until_refused` condition is checked.
+const REFUSED_CHECK: Duration = Duration::from_millis(50);
+
+/// Runs load as `config` says until its duration has passed, `stop` completes, or (with
+/// `until_refused`) the target is gone — whichever comes first — then waits for the
+/// requests still in flight (each bounded by the request timeout) and reports.
+///
+/// Must be called within a multi-threaded Tokio runtime: workers are spawned tasks. If
+/// the returned future is dropped, the workers stop taking new requests.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), lameduck_loadgen::ConfigError> {
+/// use std::time::Duration;
+/// let mut config = lameduck_loadgen::LoadConfig::new("http://127.0.0.1:8080/")?;
+/// config.duration = None; // until `stop`
+/// let report = lameduck_loadgen::run(config, tokio::time::sleep(Duration::from_secs(2))).await;
+/// assert_eq!(report.failures(), 0, "{report}");
+/// # Ok(()) }
+/// ```
+pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> LoadReport {
+    let start = Instant::now();
+    let token = CancellationToken::new();
+    let _stop_workers_on_drop = token.clone().drop_guard();
+    let shared = Arc::new(Shared {
+        template: config.template(),
+        start,
+        deadline: config.duration.map(|d| start + d),
+        stop: token.clone(),
+        pacer: (config.rate > 0).then(|| Pacer {
+            next: Mutex::new(start),
+            interval: Duration::from_nanos(1_000_000_000 / config.rate),
+        }),
+        refused_since: AtomicU64::new(0),
+        config,
+    });
+
+    let workers: Vec<_> = (0..shared.config.connections.max(1))
+        .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
+        .collect();
+
+    let duration = async {
+        match shared.deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = stop => {}
+        () = duration => {}
+        () = shared.target_gone() => {}
+    }
+    token.cancel();
+
+    let mut all = Recorder::default();
+    let mut panics = Vec::new();
+    for worker in workers {
+        match worker.await {
+            Ok(recorder) => all.merge(recorder),
+            Err(e) => panics.push(format!("worker: {e}")),
+        }
+    }
+    let config = &shared.config;
+    let mut report = LoadReport {
+        url: config.target.url().to_owned(),
+        method: config.method.to_string(),
+        connections: config.connections.max(1),
+        rate: config.rate,
+        elapsed_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ..LoadReport::default()
+    };
+    all.finish(&mut report);
+    report.errors.extend(panics);
+    report
+}
+
+struct Shared {
+    config: LoadConfig,
+    template: RequestTemplate,
+    start: Instant,
+    deadline: Option<Instant>,
+    stop: CancellationToken,
+    pacer: Option<Pacer>,
+    /// Milliseconds since `start`, plus one, of the first refused connect since the last
+    /// sign of life (a connect or a complete response); 0 when there is none.
+    refused_since: AtomicU64,
+}
+
+/// Hands out send times `interval` apart, shared by all workers, so the aggregate rate is
+/// steady however the work is spread. A slot is never in the past: when every worker was
+/// busy (a slow or hanging server), missed slots are skipped rather than sent as a burst
+/// afterwards.
+struct Pacer {
+    next: Mutex<Instant>,
+    interval: Duration,
+}
+
+impl Pacer {
+    fn claim(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = (*next).max(now);
+        *next = at + self.interval;
+        at
+    }
+}
+
+impl Shared {
+    fn millis_since_start(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits for this worker's next send time; false once the run is over.
+    async fn next_slot(&self) -> bool {
+        if self.stop.is_cancelled() {
+            return false;
+        }
+        let now = Instant::now();
+        let at = match &self.pacer {
+            Some(pacer) => pacer.claim(now),
+            None => now,
+        };
+        if self.deadline.is_some_and(|deadline| at >= deadline) {
+            return false;
+        }
+        if at <= now {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => true,
+            () = self.stop.cancelled() => false,
+        }
+    }
+
+    fn on_refused(&self) {
+        let now = self.millis_since_start().saturating_add(1);
+        let _ = self
+            .refused_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn on_alive(&self) {
+        if self.refused_since.load(Ordering::Relaxed) != 0 {
+            self.refused_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes once connects have been refused, with no sign of life in between, for
+    /// `until_refused`; never without that setting.
+    async fn target_gone(&self) {
+        let Some(window) = self.config.until_refused else {
+            return std::future::pending().await;
+        };
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::time::sleep(REFUSED_CHECK).await;
+            let since = self.refused_since.load(Ordering::Relaxed);
+            if since != 0 && self.millis_since_start().saturating_add(1) - since >= window {
+                return;
+            }
+        }
+    }
+
+    async fn backoff(&self) {
+        tokio::select! {
+            () = tokio::time::sleep(self.config.reconnect_backoff) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+}
+
+/// One worker: one connection at a time, one request at a time, a request per slot.
+async fn worker(shared: Arc<Shared>) -> Recorder {
+    let mut recorder = Recorder::default();
+    let mut conn = None;
+    while shared.next_slot().await {
+        one_request(&shared, &mut conn, &mut recorder).await;
+    }
+    recorder
+}
+
+/// One request slot: connect if needed, send, classify. Resends only what hyper gave
+/// back unwritten; reconnects without counting a request when hyper had already seen the
+/// server close an idle keep-alive connection.
+async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Recorder) {
+    let mut resends = 0;
+    loop {
+        let attempt = shared.start.elapsed();
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match connect(&shared.config.target, shared.config.connect_timeout).await {
+                Ok((c, _task)) => {
+                    recorder.connections_opened += 1;
+                    shared.on_alive();
+                    c
+                }
+                Err(message) => {
+                    recorder.record(attempt, Class::Refused, None);
+                    recorder.error(Class::Refused, message);
+                    shared.on_refused();
+                    shared.backoff().await;
+                    return;
+                }
+            },
+        };
+        let reused = c.reused;
+        let timeout = shared.config.request_timeout;
+        let outcome = exchange(&mut c, &shared.template, timeout, || {}).await;
+        let class = outcome.class();
+        match outcome {
+            Exchange::Response { close, latency, .. } => {
+                recorder.record(attempt, class, Some(latency));
+                shared.on_alive();
+                if !close {
+                    c.reused = true;
+                    *conn = Some(c);
+                }
+                return;
+            }
+            Exchange::ClosedBeforeSend(message) => {
+                if reused {
+                    // The server closed this idle keep-alive connection and hyper saw it
+                    // before we used it: like a pool, just reconnect. No request yet.
+                    recorder.idle_closed += 1;
+                    continue;
+                }
+                // A brand-new connection, closed before we could write on it: the server
+                // is not serving (a reset right after connecting).
+                recorder.record(attempt, Class::Refused, None);
+                recorder.error(
+                    Class::Refused,
+                    format!("new connection closed before the request was written: {message}"),
+                );
+                shared.on_refused();
+                shared.backoff().await;
+                return;
+            }
+            Exchange::NotSent(message) => {
+                recorder.record(attempt, Class::NotSent, None);
+                recorder.error(Class::NotSent, message);
+                resends += 1;
+                if resends > MAX_RESENDS || shared.stop.is_cancelled() {
+                    return;
+                }
+            }
+            Exchange::NoResponse {
+                message,
+                head_received,
+            } => {
+                recorder.record(attempt, Class::NoResponse, None);
+                if reused && !head_received {
+                    recorder.no_response_reused += 1;
+                }
+                let conn_kind = if reused { "reused" } else { "new" };
+                recorder.error(
+                    Class::NoResponse,
+                    format!("{message} ({conn_kind} connection)"),
+                );
+                return;
+            }
+            Exchange::Timeout => {
+                c.abort();
+                recorder.record(attempt, Class::Timeout, None);
+                recorder.error(
+                    Class::Timeout,
+                    format!("no complete response within {timeout:?}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_spaces_slots_and_skips_missed_ones() {
+        let t0 = Instant::now();
+        let pacer = Pacer {
+            next: Mutex::new(t0),
+            interval: Duration::from_millis(10),
+        };
+        assert_eq!(pacer.claim(t0), t0);
+        assert_eq!(pacer.claim(t0), t0 + Duration::from_millis(10));
+        assert_eq!(pacer.claim(t0), t0 + Duration::from_millis(20));
+        // Everyone was busy for a second: no burst of the missed slots.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(pacer.claim(later), later);
+        assert_eq!(pacer.claim(later), later + Duration::from_millis(10));
+    }
+}
