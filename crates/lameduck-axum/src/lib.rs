@@ -51,9 +51,11 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod admin;
+mod serve;
 
 pub use admin::{
     AdminError, AdminLimits, AdminRouter, AdminServer, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, SHUTDOWN_HOLD, TOKEN_HEADER,
     admin_router, serve_admin, serve_admin_with,
 };
+pub use serve::{Serve, ServeError, serve};

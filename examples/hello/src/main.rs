@@ -1,0 +1,22 @@
+//! The smallest service using lameduck: traffic on :8080 ($PORT), probes and /shutdown on
+//! :9090, a graceful shutdown on SIGTERM, and the report on exit.
+use anyhow::Context;
+use axum::{Router, routing::get};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let lifecycle =
+        lameduck::Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+
+    let app = Router::new().route("/", get(|| async { "hello\n" }));
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("PORT={port:?} is not a port"))?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+
+    let report = lameduck_axum::serve(listener, app, &lifecycle).await?;
+    Ok(report.exit_code())
+}

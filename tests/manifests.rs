@@ -1,0 +1,155 @@
+//! The Kubernetes manifests and Dockerfile of the examples agree with what the SDK and the
+//! services actually do: ports, probe paths, the preStop hook and the timing.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_norway::Value;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn documents() -> Vec<Value> {
+    let text = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} in the manifest"))
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))?["value"]
+        .as_str()
+}
+
+fn named_port(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no port named {name}"))["containerPort"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_deployment_matches_the_service_and_the_sdk_defaults() {
+    let docs = documents();
+    let deployment = kind(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // Ports: traffic on the service's default PORT, admin on the SDK's default address.
+    assert_eq!(named_port(container, "http"), 8080);
+    assert_eq!(env_value(container, "PORT"), Some("8080"));
+    let admin_port = u64::from(lameduck::DEFAULT_ADMIN_ADDR.port());
+    assert_eq!(named_port(container, "admin"), admin_port);
+    assert_eq!(
+        env_value(container, "LAMEDUCK_ADMIN_ADDR"),
+        Some(lameduck::DEFAULT_ADMIN_ADDR.to_string().as_str())
+    );
+
+    // Probes point at the admin router's paths on the admin port.
+    for (probe, path) in [
+        ("startupProbe", "/startupz"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
+    }
+
+    // preStop calls /shutdown with the token the service is given.
+    let prestop = &container["lifecycle"]["preStop"]["httpGet"];
+    assert_eq!(prestop["path"].as_str(), Some("/shutdown"));
+    assert_eq!(prestop["port"].as_str(), Some("admin"));
+    let header = &prestop["httpHeaders"][0];
+    let name = header["name"].as_str().unwrap();
+    assert!(
+        name.eq_ignore_ascii_case(lameduck_axum::TOKEN_HEADER),
+        "{name}"
+    );
+    let secret = kind(&docs, "Secret");
+    assert_eq!(
+        header["value"].as_str(),
+        secret["stringData"]["shutdown-token"].as_str()
+    );
+    let token_env = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("LAMEDUCK_SHUTDOWN_TOKEN"))
+        .unwrap();
+    assert_eq!(
+        token_env["valueFrom"]["secretKeyRef"]["name"],
+        secret["metadata"]["name"]
+    );
+
+    // Timing: the grace period the pod gets is the one the SDK plans with, and the
+    // lame-duck delay plus the drain fit before its deadline.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let lookup = |name: &str| env_value(container, name).map(Into::into);
+    let config = lameduck::Builder::from_lookup(lookup)
+        .unwrap()
+        .config()
+        .unwrap();
+    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    assert_eq!(config.grace_period(), lameduck::DEFAULT_GRACE_PERIOD);
+    assert_eq!(config.drain_timeout(), lameduck::DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(
+        config.shutdown_delay(),
+        lameduck::DEFAULT_KUBERNETES_SHUTDOWN_DELAY
+    );
+    assert!(config.shutdown_delay() + config.drain_timeout() < config.deadline());
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    // Every LAMEDUCK_* variable set is one the SDK reads.
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name.starts_with("LAMEDUCK_") {
+            assert!(
+                lameduck::ENV_VARS.contains(&name),
+                "unknown variable {name}"
+            );
+        }
+    }
+    assert_eq!(
+        container["terminationMessagePolicy"].as_str(),
+        Some("FallbackToLogsOnError")
+    );
+    assert_eq!(
+        container["terminationMessagePath"].as_str(),
+        Some(lameduck::DEFAULT_TERMINATION_LOG)
+    );
+
+    let service = kind(&docs, "Service");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("http")
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
+    let dockerfile = std::fs::read_to_string(examples().join("k8s/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --locked -p orders -p lameduck-cli"));
+    assert!(dockerfile.contains("target/release/orders /orders"));
+    assert!(dockerfile.contains("target/release/lameduck /lameduck"));
+    assert!(dockerfile.contains("distroless"));
+    // Exec health check via the helper, since the image has no shell or curl.
+    assert!(dockerfile.contains(r#"["/lameduck", "probe", "http://127.0.0.1:9090/livez""#));
+    let manifest = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
+    assert!(manifest.contains(r#"command: ["/lameduck", "prestop""#));
+}

@@ -1,0 +1,323 @@
+//! The `orders` and `hello` examples, run as a platform runs them: readiness polled, load
+//! applied, the preStop `/shutdown` called and SIGTERM sent, exit status and termination
+//! message read, and the service started again to see that no accepted order was lost.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lameduck_loadgen::{LoadConfig, LoadReport};
+use lameduck_platform_tests::{Service, TempDir, binary, get, request};
+use nix::sys::signal::Signal;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (leak(k), (*v).to_owned()))
+        .collect()
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// Keep-alive load on `/` from `connections` clients until `stop` fires.
+fn start_load(
+    service: &Service,
+    connections: usize,
+    rate: u64,
+) -> (
+    std::thread::JoinHandle<LoadReport>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut config = LoadConfig::new(&format!("http://{}/", service.traffic)).unwrap();
+    config.connections = connections;
+    config.rate = rate;
+    config.duration = None;
+    let load = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(lameduck_loadgen::run(config, async {
+                let _ = stop_rx.await;
+            }))
+    });
+    (load, stop_tx)
+}
+
+#[test]
+fn prestop_then_sigterm_under_load_loses_nothing_and_orders_survive_a_restart() {
+    let dir = TempDir::new("orders-restart");
+    let state = dir.path().join("orders-state.json");
+    let settings = env(&[
+        ("LAMEDUCK_SHUTDOWN_DELAY", "3s"),
+        ("LAMEDUCK_DRAIN_TIMEOUT", "10s"),
+        ("LAMEDUCK_GRACE_PERIOD", "30s"),
+        ("ORDERS_WORK_TIME", "300ms"),
+        ("ORDERS_STATE", state.to_str().unwrap()),
+    ]);
+    let orders = binary("orders");
+    let mut service = Service::start(&orders, dir.path(), "first", &settings);
+    service.wait_ready();
+    assert_eq!(get(service.admin, "/startupz").unwrap().status, 200);
+    assert_eq!(get(service.admin, "/livez").unwrap().status, 200);
+
+    // Orders arrive faster than the worker (300 ms each) takes them: a queue builds.
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let body = format!(r#"{{"item":"book-{i}","quantity":1}}"#);
+        let response = request(service.traffic, "POST", "/orders", &[], Some(&body)).unwrap();
+        assert_eq!(response.status, 202, "{response:?}");
+        let order: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        ids.push(order["id"].as_u64().unwrap());
+    }
+
+    let (load, stop_load) = start_load(&service, 32, 1_000);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The kubelet's preStop httpGet: it blocks for the lame-duck delay.
+    let admin = service.admin;
+    let (prestop_tx, prestop_rx) = mpsc::channel();
+    let prestop = std::thread::spawn(move || {
+        let start = Instant::now();
+        let response = get(admin, "/shutdown");
+        let _ = prestop_tx.send(());
+        (response, start.elapsed())
+    });
+    let triggered = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Lame duck: readiness fails at once, liveness holds, and traffic is still served,
+    // on new connections too, each told to go away.
+    let ready = get(service.admin, "/readyz?verbose").unwrap();
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.body.contains("[-]lifecycle"), "{}", ready.body);
+    assert_eq!(get(service.admin, "/livez").unwrap().status, 200);
+    let fresh = get(service.traffic, "/").unwrap();
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.header("connection"), Some("close"));
+    let late_order = request(
+        service.traffic,
+        "POST",
+        "/orders",
+        &[],
+        Some(r#"{"item":"late"}"#),
+    )
+    .unwrap();
+    assert_eq!(late_order.status, 202);
+    let late: serde_json::Value = serde_json::from_str(&late_order.body).unwrap();
+    ids.push(late["id"].as_u64().unwrap());
+
+    // Traffic keeps arriving through the delay (endpoint removal still propagating); it
+    // stops before the listener closes, as a balancer's would.
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(triggered.elapsed() + Duration::from_millis(400)),
+    );
+    assert!(
+        prestop_rx.try_recv().is_err(),
+        "/shutdown answered before the delay was over"
+    );
+    let _ = stop_load.send(());
+    let load = load.join().unwrap();
+
+    let (response, blocked_for) = prestop.join().unwrap();
+    let response = response.unwrap();
+    assert_eq!(response.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["first"], true);
+    assert_eq!(body["reason"], "prestop");
+    assert!(
+        blocked_for >= Duration::from_millis(2_900),
+        "{blocked_for:?}"
+    );
+
+    // The kubelet's SIGTERM after preStop: the normal sequence, not a second trigger.
+    service.signal(Signal::SIGTERM);
+    let status = service.wait_exit(Duration::from_secs(25));
+    assert_eq!(status, 0, "{}", service.logs());
+    assert!(triggered.elapsed() < Duration::from_secs(20));
+
+    assert!(load.counts.ok > 500, "{load}");
+    assert_eq!(load.counts.no_response, 0, "{load}");
+    assert_eq!(load.counts.refused, 0, "{load}");
+    assert_eq!(load.counts.status_5xx, 0, "{load}");
+    assert_eq!(load.counts.timeout, 0, "{load}");
+
+    let report = service.report();
+    assert_eq!(report["reason"], "prestop");
+    assert_eq!(report["clean"], true, "{report}");
+    let hooks: Vec<&str> = report["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hooks, ["stop-worker", "persist-orders"]);
+    assert!(
+        get(service.traffic, "/").is_err(),
+        "still serving after exit"
+    );
+
+    // The next process reads back what was still queued: no accepted order is lost.
+    let persisted: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(
+        !persisted["queue"].as_array().unwrap().is_empty(),
+        "the test needs orders still queued at shutdown: {persisted}"
+    );
+    let mut second = Service::start(&orders, dir.path(), "second", &settings);
+    second.wait_ready();
+    for id in &ids {
+        let found = get(second.traffic, &format!("/orders/{id}")).unwrap();
+        assert_eq!(found.status, 200, "order {id} lost across the restart");
+    }
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait_exit(Duration::from_secs(25)), 0);
+}
+
+#[test]
+fn a_second_sigterm_forces_the_exit() {
+    let dir = TempDir::new("orders-force");
+    let settings = env(&[
+        ("LAMEDUCK_SHUTDOWN_DELAY", "20s"),
+        (
+            "ORDERS_STATE",
+            dir.path().join("state.json").to_str().unwrap(),
+        ),
+    ]);
+    let mut service = Service::start(&binary("orders"), dir.path(), "force", &settings);
+    service.wait_ready();
+    service.signal(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(service.admin, "/readyz").map(|r| r.status).unwrap_or(0) != 503 {
+        assert!(Instant::now() < deadline, "readiness never flipped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let status = service.wait_exit(Duration::from_secs(10));
+    assert_eq!(status, 128 + 15);
+    assert!(second.elapsed() < Duration::from_secs(5));
+    let report = service.report();
+    assert_eq!(report["forced_by"], "SIGTERM");
+    assert_eq!(report["reason"], "signal:SIGTERM");
+    assert_eq!(report["clean"], false);
+}
+
+#[test]
+fn a_grace_period_shorter_than_a_request_ends_at_the_deadline() {
+    let dir = TempDir::new("orders-deadline");
+    // Deadline = 4 s - 0.4 s safety margin; the request wants 60 s.
+    let settings = env(&[
+        ("LAMEDUCK_SHUTDOWN_DELAY", "0s"),
+        ("LAMEDUCK_DRAIN_TIMEOUT", "20s"),
+        ("LAMEDUCK_GRACE_PERIOD", "4s"),
+        (
+            "ORDERS_STATE",
+            dir.path().join("state.json").to_str().unwrap(),
+        ),
+    ]);
+    let mut service = Service::start(&binary("orders"), dir.path(), "deadline", &settings);
+    service.wait_ready();
+    assert!(
+        service.logs().contains("longer than the shutdown deadline"),
+        "the inconsistent settings should be warned about:\n{}",
+        service.logs()
+    );
+    let traffic = service.traffic;
+    let slow = std::thread::spawn(move || get(traffic, "/work?ms=60000"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let sigterm = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let status = service.wait_exit(Duration::from_secs(30));
+    let took = sigterm.elapsed();
+    assert_eq!(status, 2, "{}", service.logs());
+    // Before the platform's SIGKILL at 4 s, and not before the deadline.
+    assert!(took < Duration::from_secs(4), "exited after {took:?}");
+    assert!(
+        took >= Duration::from_millis(3_500),
+        "exited after {took:?}"
+    );
+    assert!(
+        slow.join().unwrap().is_err(),
+        "the cut request got an answer"
+    );
+    let report = service.report();
+    assert_eq!(report["deadline_exceeded"], true);
+    assert_eq!(report["requests_cut"], 1);
+    assert_eq!(report["clean"], false);
+}
+
+#[test]
+fn the_event_stream_ends_cleanly_at_shutdown() {
+    let dir = TempDir::new("orders-sse");
+    let settings = env(&[
+        ("LAMEDUCK_SHUTDOWN_DELAY", "500ms"),
+        (
+            "ORDERS_STATE",
+            dir.path().join("state.json").to_str().unwrap(),
+        ),
+    ]);
+    let mut service = Service::start(&binary("orders"), dir.path(), "sse", &settings);
+    service.wait_ready();
+    let traffic = service.traffic;
+    let stream = std::thread::spawn(move || get(traffic, "/events"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    service.signal(Signal::SIGTERM);
+    // A chunked body that ends with its last chunk: a clean end, not a cut connection.
+    let events = stream.join().unwrap().unwrap();
+    assert_eq!(events.status, 200);
+    assert!(events.body.contains("event: queue"), "{}", events.body);
+    assert!(
+        events.body.trim_end().ends_with("data: stopping"),
+        "{}",
+        events.body
+    );
+    assert_eq!(service.wait_exit(Duration::from_secs(20)), 0);
+    assert_eq!(service.report()["clean"], true);
+}
+
+#[test]
+fn a_bad_setting_stops_the_service_at_once_naming_it() {
+    let dir = TempDir::new("orders-bad");
+    for (var, value) in [
+        ("LAMEDUCK_DRAIN_TIMEOUT", "twenty"),
+        ("LAMEDUCK_ADMIN_ADDR", "nowhere"),
+        ("ORDERS_WORK_TIME", "slow"),
+        ("PORT", "eighty"),
+    ] {
+        let output = std::process::Command::new(binary("orders"))
+            .env(var, value)
+            .env("ORDERS_STATE", dir.path().join("state.json"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(var) && stderr.contains(value),
+            "{var}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn hello_shuts_down_cleanly_on_sigterm() {
+    let dir = TempDir::new("hello");
+    let mut service = Service::start(
+        &binary("hello"),
+        dir.path(),
+        "hello",
+        &env(&[("LAMEDUCK_SHUTDOWN_DELAY", "200ms")]),
+    );
+    service.wait_ready();
+    assert_eq!(get(service.traffic, "/").unwrap().body, "hello\n");
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.wait_exit(Duration::from_secs(20)), 0);
+    let report = service.report();
+    assert_eq!(report["reason"], "signal:SIGTERM");
+    assert_eq!(report["clean"], true);
+}
