@@ -90,7 +90,9 @@ pub enum ConfigError {
         value: String,
     },
     /// The shutdown token contains characters that cannot travel in an HTTP header.
-    #[error("{var} contains characters not allowed in an HTTP header value (visible ASCII only)")]
+    #[error(
+        "{var}: the shutdown token must be non-empty visible ASCII (it travels in an HTTP header)"
+    )]
     InvalidToken {
         /// The variable's name.
         var: &'static str,
@@ -106,8 +108,7 @@ pub enum ConfigError {
         /// The safety margin in force.
         safety_margin: humantime::FormattedDuration,
     },
-    /// No configured signal may be listed twice, and the list of signals may not be empty
-    /// unless the application triggers shutdown itself (then use [`Builder::no_signals`]).
+    /// A signal was listed twice in [`Builder::signals`].
     #[error("signal {0} is listed twice")]
     DuplicateSignal(Signal),
 }
@@ -503,6 +504,13 @@ impl Builder {
                 safety_margin: humantime::format_duration(safety_margin),
             });
         }
+        if let Some(token) = &self.shutdown_token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::InvalidToken {
+                var: ENV_SHUTDOWN_TOKEN,
+            });
+        }
         for (i, signal) in self.signals.iter().enumerate() {
             if self.signals[..i].contains(signal) {
                 return Err(ConfigError::DuplicateSignal(*signal));
@@ -694,6 +702,20 @@ mod tests {
             .config()
             .unwrap();
         assert_eq!(config.termination_log(), None);
+    }
+
+    #[test]
+    fn the_builder_checks_the_token_too() {
+        for bad in ["", "two words", "tab\there"] {
+            let err = Builder::default().shutdown_token(bad).config().unwrap_err();
+            assert!(matches!(err, ConfigError::InvalidToken { .. }), "{bad:?}");
+        }
+        assert!(
+            Builder::default()
+                .shutdown_token("ok-token")
+                .config()
+                .is_ok()
+        );
     }
 
     #[test]

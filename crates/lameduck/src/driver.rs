@@ -79,6 +79,10 @@ impl HookLog {
             *entry = report;
         }
     }
+    /// Drop the newest slot (startup attempts are sequential, so it is the caller's).
+    fn pop(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    }
     fn push(&self, report: HookReport) {
         self.0
             .lock()
@@ -90,16 +94,39 @@ impl HookLog {
     }
 }
 
-pub(crate) async fn drive(lifecycle: Lifecycle) {
+/// What the drain cut at its timeout (or the deadline).
+#[derive(Default)]
+struct Cut {
+    connections: usize,
+    requests: usize,
+    tasks: Vec<String>,
+}
+
+impl Cut {
+    /// Cut whatever is still live: servers close their connections on the cut token,
+    /// tracked tasks are aborted.
+    fn now(lifecycle: &Lifecycle) -> Self {
+        let inner = &lifecycle.inner;
+        inner.cut.cancel();
+        Self {
+            connections: inner.connections.active(),
+            requests: inner.requests.active(),
+            tasks: inner.tasks.abandon(),
+        }
+    }
+}
+
+pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>) {
     let inner = Arc::clone(&lifecycle.inner);
     let config = &inner.config;
     let mut timeline = Timeline {
         entered: vec![(State::Starting, Instant::now())],
     };
     let hook_log = HookLog::default();
-    let signal_task = tokio::spawn(listen_for_signals(lifecycle.clone()));
+    let signal_task =
+        signals.map(|listener| tokio::spawn(listen_for_signals(lifecycle.clone(), listener)));
 
-    // Starting: startup hooks, then readiness holds; a trigger cuts this short.
+    // Starting: startup hooks, startup checks, readiness holds; a trigger cuts this short.
     tokio::select! {
         biased;
         _ = inner.triggered.cancelled() => {}
@@ -135,18 +162,18 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         )
     };
     let mut interrupted = bounded(&lifecycle, deadline, lame_duck).await.err();
-    let holds_abandoned = inner.drain_holds.names();
+    let mut holds_abandoned = inner.drain_holds.names();
 
     // Stopping: listeners close, tokens are cancelled, in-flight work finishes.
     timeline.transition(&lifecycle, State::Stopping);
     inner.stop.cancel();
     inner.tasks.tracker.close();
-    let mut connections_cut = 0;
-    let mut requests_cut = 0;
-    let mut tasks_abandoned = Vec::new();
+    let mut cut = None;
     if interrupted.is_none() {
         let drain_deadline = (Instant::now() + config.drain_timeout()).min(deadline);
         let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, deadline);
+        // The drain timeout cuts in-flight work on time even while Stopping hooks still
+        // run; the hooks have timeouts of their own.
         let drain = async {
             tokio::select! {
                 _ = async {
@@ -155,30 +182,25 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
                         inner.requests.idle(),
                         inner.tasks.tracker.wait(),
                     )
-                } => true,
-                _ = sleep_until(drain_deadline) => false,
+                } => None,
+                _ = sleep_until(drain_deadline) => {
+                    tracing::warn!(
+                        connections = inner.connections.active(),
+                        requests = inner.requests.active(),
+                        tasks = ?inner.tasks.running_names(),
+                        "drain timeout reached; cutting what remains"
+                    );
+                    Some(Cut::now(&lifecycle))
+                }
             }
         };
-        let drained = bounded(&lifecycle, deadline, async {
+        match bounded(&lifecycle, deadline, async {
             tokio::join!(drain, stopping_hooks).0
         })
-        .await;
-        match drained {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                connections = inner.connections.active(),
-                requests = inner.requests.active(),
-                tasks = ?inner.tasks.running_names(),
-                "drain timeout reached; cutting what remains"
-            ),
+        .await
+        {
+            Ok(drained) => cut = drained,
             Err(why) => interrupted = Some(why),
-        }
-        if drained != Ok(true) {
-            // Whatever is still live here was cut by the drain timeout or the deadline.
-            connections_cut = inner.connections.active();
-            requests_cut = inner.requests.active();
-            inner.cut.cancel();
-            tasks_abandoned = inner.tasks.abandon();
         }
     }
 
@@ -186,22 +208,29 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         let after_drain = run_phase(&lifecycle, &hook_log, Phase::AfterDrain, deadline);
         interrupted = bounded(&lifecycle, deadline, after_drain).await.err();
     }
-    if interrupted.is_some() {
-        connections_cut = connections_cut.max(inner.connections.active());
-        requests_cut = requests_cut.max(inner.requests.active());
-        inner.cut.cancel();
-        tasks_abandoned.extend(inner.tasks.abandon());
-        abandon_unrun_hooks(&lifecycle, &hook_log);
-    }
-
-    timeline.transition(&lifecycle, State::Stopped);
-    let stopped_at = Instant::now();
     if interrupted.is_none() {
         // Responses that must reach their client before the process exits (`/shutdown`).
-        let _ = bounded(&lifecycle, deadline, inner.exit_holds.released()).await;
+        if let Err(why) = bounded(&lifecycle, deadline, inner.exit_holds.released()).await {
+            interrupted = Some(why);
+            holds_abandoned.extend(inner.exit_holds.names());
+        }
     }
-    signal_task.abort();
+    if interrupted.is_some() {
+        let late = Cut::now(&lifecycle);
+        let cut = cut.get_or_insert_with(Cut::default);
+        cut.connections = cut.connections.max(late.connections);
+        cut.requests = cut.requests.max(late.requests);
+        cut.tasks.extend(late.tasks);
+        abandon_unrun_hooks(&lifecycle, &hook_log);
+    }
+    if let Some(task) = signal_task {
+        task.abort();
+    }
 
+    let stopped_at = Instant::now();
+    let stopping_since = timeline.entered.last().map_or(stopped_at, |(_, at)| *at);
+    timeline.entered.push((State::Stopped, stopped_at));
+    let cut = cut.unwrap_or_default();
     let report = Report {
         reason,
         clean: false,
@@ -212,11 +241,11 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
             || (interrupted.is_none() && stopped_at >= deadline),
         phases: timeline.timings(stopped_at),
         hooks: hook_log.take(),
-        tasks_abandoned,
+        tasks_abandoned: cut.tasks,
         tasks_failed: inner.tasks.failures(),
         holds_abandoned,
-        connections_cut,
-        requests_cut,
+        connections_cut: cut.connections,
+        requests_cut: cut.requests,
     }
     .finish();
     report.log_summary();
@@ -228,7 +257,15 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
     let exit_now =
         config.exit_process() && (report.forced_by.is_some() || report.deadline_exceeded);
     let status = report.exit_status();
+    // The report first, then Stopped: whoever sees Stopped can read the report.
     inner.report.send_replace(Some(report));
+    inner.state.send_replace(State::Stopped);
+    tracing::info!(
+        from = %State::Stopping,
+        to = %State::Stopped,
+        after_ms = millis(stopped_at - stopping_since),
+        "lifecycle state changed"
+    );
     if exit_now {
         // Blocking threads or a stuck `main` must not carry the process past SIGKILL.
         std::process::exit(i32::from(status));
@@ -263,33 +300,28 @@ async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
     for mut hook in hooks {
         let mut backoff = STARTUP_RETRY_FIRST;
         loop {
-            let run = (hook.run)();
-            // Until it succeeds, the hook's slot says how it last went; a trigger during
-            // startup leaves that in the report.
+            // Until an attempt succeeds, its slot says how it went: `abandoned` while it
+            // runs (a trigger may cut it), then its failure while the retry waits.
+            let slot = hook_log.reserve(hook.name.clone(), "startup");
             let report = run_hook(
                 hook.name.clone(),
                 "startup",
-                run,
+                (hook.run)(),
                 hook.timeout.unwrap_or(default_timeout),
                 far,
             )
             .await;
             if report.outcome == HookOutcome::Ok {
+                hook_log.pop();
                 break;
             }
             tracing::warn!(hook = %hook.name, retry_in = ?backoff, "startup hook will be retried");
-            let slot = hook_log.reserve(hook.name.clone(), "startup");
             hook_log.record(slot, report);
             tokio::select! {
                 _ = lifecycle.inner.triggered.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            // The failure is reported only if startup never gets past it.
-            hook_log
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
+            hook_log.pop();
             backoff = (backoff * 2).min(STARTUP_RETRY_MAX);
         }
     }
@@ -344,15 +376,8 @@ fn abandon_unrun_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
     }
 }
 
-async fn listen_for_signals(lifecycle: Lifecycle) {
+async fn listen_for_signals(lifecycle: Lifecycle, mut listener: SignalListener) {
     let config = &lifecycle.inner.config;
-    let mut listener = match SignalListener::new(config.signals()) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for signals; only other triggers will work");
-            return;
-        }
-    };
     let first = listener.recv().await;
     tracing::info!(signal = %first, "signal received");
     lifecycle.trigger(Reason::Signal(first));
@@ -369,8 +394,8 @@ async fn listen_for_signals(lifecycle: Lifecycle) {
 }
 
 /// A thread, independent of the async runtime, that ends the process just before the
-/// platform's SIGKILL if the lifecycle has not finished by then (e.g. a hook blocked the
-/// runtime's only thread).
+/// platform's SIGKILL if it is still alive then: the lifecycle has not finished (a hook
+/// blocked the runtime's only thread), or it has but `main` did not return.
 fn start_watchdog(lifecycle: &Lifecycle, after: Duration) {
     let lifecycle = lifecycle.clone();
     let spawned = std::thread::Builder::new()

@@ -214,8 +214,10 @@ pub(crate) async fn run_hook(
     let started = Instant::now();
     let own_limit = started + timeout;
     let limit = own_limit.min(deadline);
-    let mut handle = tokio::spawn(run);
-    let (outcome, error) = match tokio::time::timeout_at(limit, &mut handle).await {
+    // Aborted when this future is dropped (a trigger during startup, the deadline, a
+    // forced exit), so a hook that is given up on does not go on running.
+    let mut handle = AbortOnDrop(tokio::spawn(run));
+    let (outcome, error) = match tokio::time::timeout_at(limit, &mut handle.0).await {
         Ok(Ok(Ok(()))) => (HookOutcome::Ok, None),
         Ok(Ok(Err(error))) => (HookOutcome::Failed, Some(error)),
         Ok(Err(join_error)) => match join_error.try_into_panic() {
@@ -223,7 +225,7 @@ pub(crate) async fn run_hook(
             Err(_) => (HookOutcome::Abandoned, Some("cancelled".to_owned())),
         },
         Err(_) => {
-            handle.abort();
+            handle.0.abort();
             if deadline < own_limit {
                 (
                     HookOutcome::Abandoned,
@@ -258,6 +260,14 @@ pub(crate) async fn run_hook(
         outcome,
         duration_ms,
         error,
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -17,7 +17,7 @@ use crate::health::Health;
 use crate::hold::{Hold, HoldSet};
 use crate::hooks::{Hook, HookResult, Phase, StartupHook};
 use crate::report::Report;
-use crate::signal::Signal;
+use crate::signal::{Signal, SignalListener};
 use crate::state::{Reason, State};
 use crate::tasks::{Finished, Tasks};
 
@@ -245,7 +245,8 @@ impl Lifecycle {
         self.reached(State::Stopping).await
     }
 
-    /// Resolves once everything is done or abandoned and the report is written.
+    /// Resolves once everything is done or abandoned and the report is written (so
+    /// [`report`](Self::report) returns it from then on).
     pub async fn stopped(&self) {
         self.reached(State::Stopped).await
     }
@@ -414,7 +415,14 @@ impl Lifecycle {
 
     /// Keep readiness failing (the lifecycle in Starting) until the returned guard is
     /// dropped: e.g. until a cache is loaded.
+    ///
+    /// Only startup is held: once the lifecycle is Ready, a new readiness hold changes
+    /// nothing (a warning is logged); register a readiness check with
+    /// [`health`](Self::health) for a condition that can come and go.
     pub fn hold_readiness(&self, name: &str) -> Hold {
+        if self.state() != State::Starting {
+            tracing::warn!(hold = name, state = %self.state(), "readiness hold taken after startup; it holds nothing");
+        }
         self.inner.readiness_holds.take(name)
     }
 
@@ -434,9 +442,22 @@ impl Lifecycle {
     ///
     /// Any number of callers may `run` the same lifecycle; one sequence runs (on its own
     /// task, so dropping a caller does not stop it) and every caller gets the same report.
+    ///
+    /// The configured signals are listened to from the first call on; call it (or a serve
+    /// helper that does) early in `main`, since before that a SIGTERM still has its default
+    /// effect of ending the process without a report.
     pub async fn run(&self) -> Report {
         if !self.inner.driver_started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(crate::driver::drive(self.clone()));
+            // Listening starts here, before anything awaits, so that no signal between
+            // this call and the driver's first poll meets the default disposition.
+            let signals = match SignalListener::new(self.inner.config.signals()) {
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for signals; only other triggers will work");
+                    None
+                }
+            };
+            tokio::spawn(crate::driver::drive(self.clone(), signals));
         }
         let mut rx = self.inner.report.subscribe();
         loop {

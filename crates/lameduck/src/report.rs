@@ -139,7 +139,19 @@ impl Report {
         if full.len() <= MAX_REPORT_BYTES {
             return full;
         }
-        self.truncated_json()
+        let truncated = self.truncated_json();
+        if truncated.len() <= MAX_REPORT_BYTES {
+            return truncated;
+        }
+        // Only a pathological reason (a task name of kilobytes) gets here.
+        serde_json::json!({
+            "reason": shorten(&self.reason.to_string()),
+            "clean": self.clean,
+            "duration_ms": self.duration_ms,
+            "exit_code": self.exit_code,
+            "omitted": "the report did not fit in 4096 bytes; see the log",
+        })
+        .to_string()
     }
 
     fn truncated_json(&self) -> String {
@@ -147,6 +159,9 @@ impl Report {
             Ok(serde_json::Value::Object(map)) => map,
             _ => return String::from("{}"),
         };
+        if let Some(serde_json::Value::String(reason)) = value.get_mut("reason") {
+            *reason = shorten(reason);
+        }
         let mut omitted = serde_json::Map::new();
         let mut lists: Vec<(&str, Vec<serde_json::Value>)> = Vec::new();
         // Short lists first, so one long list cannot crowd out the others.
@@ -242,13 +257,27 @@ impl Report {
 
 const MAX_ERROR_CHARS: usize = 200;
 
+/// Shorten the free texts of a list item (a name, an error) to [`MAX_ERROR_CHARS`].
 fn shorten_error(item: &mut serde_json::Value) {
-    if let Some(serde_json::Value::String(error)) = item.get_mut("error")
-        && error.chars().count() > MAX_ERROR_CHARS
-    {
-        let short: String = error.chars().take(MAX_ERROR_CHARS).collect();
-        *error = format!("{short}…");
+    match item {
+        serde_json::Value::String(text) => *text = shorten(text),
+        serde_json::Value::Object(fields) => {
+            for key in ["name", "error"] {
+                if let Some(serde_json::Value::String(text)) = fields.get_mut(key) {
+                    *text = shorten(text);
+                }
+            }
+        }
+        _ => {}
     }
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_owned();
+    }
+    let short: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{short}…")
 }
 
 fn is_success(item: &serde_json::Value) -> bool {
@@ -263,6 +292,26 @@ fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.flush()
+}
+
+/// The termination message for a panic: valid JSON of at most [`MAX_REPORT_BYTES`],
+/// whatever the message holds (it is shortened by characters, never cut mid-character).
+fn panic_json(message: &str, location: &str) -> String {
+    let mut keep = message.chars().count();
+    loop {
+        let shown: String = message.chars().take(keep).collect();
+        let json = serde_json::json!({
+            "reason": "panic",
+            "clean": false,
+            "panic": shown,
+            "location": location.chars().take(300).collect::<String>(),
+        })
+        .to_string();
+        if json.len() <= MAX_REPORT_BYTES || keep == 0 {
+            return json;
+        }
+        keep /= 2;
+    }
 }
 
 /// Where the panic hook writes; the latest lifecycle with a termination log wins.
@@ -287,14 +336,7 @@ pub(crate) fn install_panic_hook(path: &Path) {
                     .location()
                     .map(|l| format!("{}:{}", l.file(), l.line()))
                     .unwrap_or_default();
-                let mut json = serde_json::json!({
-                    "reason": "panic",
-                    "clean": false,
-                    "panic": message.chars().take(3000).collect::<String>(),
-                    "location": location,
-                })
-                .to_string();
-                json.truncate(MAX_REPORT_BYTES);
+                let json = panic_json(&message, &location);
                 let _ = write_message(&path, json.as_bytes());
             }
             previous(info);
@@ -375,6 +417,45 @@ mod tests {
         assert_eq!(json["reason"], "signal:SIGTERM");
         assert_eq!(json["clean"], false);
         assert_eq!(json["phases"][0]["state"], "draining");
+    }
+
+    #[test]
+    fn panic_messages_of_any_size_and_alphabet_give_valid_short_json() {
+        for message in [
+            "boom".to_owned(),
+            "€".repeat(2000),
+            "\"".repeat(3000),
+            "\n".repeat(5000),
+        ] {
+            let json = panic_json(&message, "src/main.rs:1");
+            assert!(json.len() <= MAX_REPORT_BYTES, "{} bytes", json.len());
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["reason"], "panic");
+            let shown = value["panic"].as_str().unwrap();
+            assert!(message.starts_with(shown));
+            assert!(!shown.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_huge_task_name_cannot_push_the_report_past_4096_bytes() {
+        let mut r = report(3);
+        r.reason = Reason::Task("t".repeat(5000));
+        r.tasks_abandoned = vec!["x".repeat(5000); 3];
+        let json = r.to_json();
+        assert!(json.len() <= MAX_REPORT_BYTES, "{} bytes", json.len());
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(value["reason"].as_str().unwrap().starts_with("task:ttt"));
+    }
+
+    #[test]
+    fn write_to_replaces_the_file() {
+        let path = std::env::temp_dir().join(format!("lameduck-report-{}", std::process::id()));
+        std::fs::write(&path, "x".repeat(10_000)).unwrap();
+        let r = report(1);
+        r.write_to(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), r.to_json());
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]

@@ -470,27 +470,6 @@ async fn report_of_1000_hooks_stays_under_4096_bytes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn report_is_written_to_the_termination_log() {
-    let dir = std::env::temp_dir().join(format!("lameduck-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("termination-log");
-    let lifecycle = builder()
-        .shutdown_delay(Duration::ZERO)
-        .termination_log(&path)
-        .build()
-        .unwrap();
-    lifecycle.on_shutdown("flush", Phase::AfterDrain, || async {});
-    lifecycle.shutdown();
-    let report = lifecycle.run().await;
-    let written = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(written, report.to_json());
-    let value: serde_json::Value = serde_json::from_str(&written).unwrap();
-    assert_eq!(value["reason"], "api");
-    assert_eq!(value["hooks"][0]["name"], "flush");
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-#[tokio::test(start_paused = true)]
 async fn exit_holds_delay_the_end_of_run() {
     let lifecycle = builder().shutdown_delay(Duration::ZERO).build().unwrap();
     let response = lifecycle.hold_exit("shutdown-response");
@@ -499,9 +478,177 @@ async fn exit_holds_delay_the_end_of_run() {
     tokio_test::assert_pending!(run.poll());
     tokio::time::sleep(Duration::from_secs(1)).await;
     tokio_test::assert_pending!(run.poll());
-    assert_eq!(lifecycle.state(), State::Stopped);
+    // Everything is done but the response: Stopped (and the report) come after it.
+    assert_eq!(lifecycle.state(), State::Stopping);
+    assert!(lifecycle.report().is_none());
     drop(response);
     settle().await;
     let report = tokio_test::assert_ready!(run.poll());
     assert!(report.clean);
+    assert_eq!(lifecycle.state(), State::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_is_there_once_stopped_resolves() {
+    let lifecycle = builder().shutdown_delay(Duration::ZERO).build().unwrap();
+    let response = lifecycle.hold_exit("shutdown-response");
+    let run = spawn_run(&lifecycle);
+    lifecycle.shutdown();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(response);
+    });
+    lifecycle.stopped().await;
+    let report = lifecycle.report().expect("a report once stopped");
+    assert_eq!(report.to_json(), run.await.unwrap().to_json());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_timeout_cuts_on_time_while_a_stopping_hook_still_runs() {
+    let lifecycle = builder()
+        .shutdown_delay(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(2))
+        .hook_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    lifecycle.on_shutdown("slow-stop", Phase::Stopping, || {
+        tokio::time::sleep(Duration::from_secs(6))
+    });
+    let _request = lifecycle.requests().enter();
+    let cut = lifecycle.cut_token();
+    let start = Instant::now();
+    lifecycle.shutdown();
+    let run = spawn_run(&lifecycle);
+    cut.cancelled().await;
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let report = run.await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    assert_eq!(report.requests_cut, 1);
+    assert_eq!(outcome(&report, "slow-stop"), HookOutcome::Ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_startup_hook_cut_by_a_trigger_stops_running_and_is_reported() {
+    let lifecycle = builder().shutdown_delay(Duration::ZERO).build().unwrap();
+    let iterations = Arc::new(AtomicUsize::new(0));
+    {
+        let iterations = iterations.clone();
+        lifecycle.on_startup("endless-warm-up", move || {
+            let iterations = iterations.clone();
+            async move {
+                while iterations.fetch_add(1, Ordering::SeqCst) < usize::MAX {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+    }
+    let run = spawn_run(&lifecycle);
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
+    lifecycle.shutdown();
+    let report = run.await.unwrap();
+    let seen = iterations.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        iterations.load(Ordering::SeqCst),
+        seen,
+        "the hook kept running"
+    );
+    assert_eq!(outcome(&report, "endless-warm-up"), HookOutcome::Abandoned);
+    assert!(!report.clean);
+}
+
+/// The same races on a real multi-threaded runtime, where triggers truly run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_triggers_on_threads_start_one_shutdown_and_run_each_hook_once() {
+    let lifecycle = builder().shutdown_delay(Duration::ZERO).build().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    for phase in Phase::ALL {
+        let runs = runs.clone();
+        lifecycle.on_shutdown(format!("hook-{phase}"), phase, move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let barrier = Arc::new(std::sync::Barrier::new(100));
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let lifecycle = lifecycle.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                if i % 2 == 0 {
+                    lifecycle.shutdown()
+                } else {
+                    lifecycle.prestop()
+                }
+            })
+        })
+        .collect();
+    let triggers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(triggers.iter().filter(|t| t.first).count(), 1);
+    let mut reports = Vec::new();
+    for _ in 0..10 {
+        let lifecycle = lifecycle.clone();
+        reports.push(tokio::spawn(async move { lifecycle.run().await }));
+    }
+    for report in reports {
+        let report = report.await.unwrap();
+        assert_eq!(report.hooks.len(), 3);
+        assert!(report.clean);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+/// Captures what the lifecycle logs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_transition_and_the_summary_are_logged_with_their_timing() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let lifecycle = builder()
+        .shutdown_delay(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let run = spawn_run(&lifecycle);
+    lifecycle.ready().await;
+    lifecycle.shutdown();
+    run.await.unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for (from, to) in [
+        ("starting", "ready"),
+        ("ready", "draining"),
+        ("draining", "stopping"),
+        ("stopping", "stopped"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains("lifecycle state changed") && l.contains(&format!("from={from} to={to}"))
+            })
+            .unwrap_or_else(|| panic!("no {from} -> {to} line in:\n{log}"));
+        assert!(line.contains("after_ms="), "{line}");
+    }
+    assert!(
+        log.contains("from=draining to=stopping after_ms=2000"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown complete reason=api"), "{log}");
 }
