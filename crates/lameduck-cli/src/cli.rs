@@ -78,8 +78,10 @@ Examples:
 const ONCE_HELP: &str = "\
 Concurrent invocations with one key: one runs the command, the others wait for it and
 exit with its result. After a success, later invocations exit 0 without running. After a
-failure, the next invocation runs the command again. If the runner dies mid-run (its
-command is killed with it), the next invocation runs the command again.
+failure, the next invocation runs the command again. If the runner dies mid-run, the
+next invocation runs the command again, but only once the dead run's command and every
+process it started have exited: they inherit the key's lock and hold it until then (the
+command itself is also sent SIGKILL when the runner dies, on Linux).
 
 State: KEY.lock and KEY.result in the state directory (--state-dir, else
 $LAMEDUCK_STATE_DIR, else /tmp/lameduck-once). Delete KEY.result to reset a key. Use a

@@ -7,6 +7,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 /// PID 1's standard output, as seen from inside the container.
 const PID1_STDOUT: &str = "/proc/1/fd/1";
@@ -14,7 +16,7 @@ const PID1_STDOUT: &str = "/proc/1/fd/1";
 /// The `--log-to` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogTo {
-    /// PID 1's stdout when it can be opened for writing, else stderr.
+    /// PID 1's stdout when it can be opened for writing without blocking, else stderr.
     Auto,
     /// PID 1's stdout; like `auto`, but says on stderr why when it cannot be opened.
     Pid1,
@@ -54,18 +56,122 @@ impl HookLog {
         let line = format!("{}: {message}\n", self.prefix);
         if let Some(file) = &mut self.pid1 {
             // One write call per line: PID 1's stdout is usually a pipe shared with the
-            // service, and a single small write to a pipe is not interleaved with others.
-            if file.write_all(line.as_bytes()).is_ok() {
-                return;
+            // service, and a single small write to a pipe is not interleaved with others
+            // (nor, in non-blocking mode, partly written: up to PIPE_BUF it is all or
+            // nothing).
+            match file.write_all(line.as_bytes()) {
+                Ok(()) => return,
+                // The pipe is full (a slow log reader): this line goes to stderr rather
+                // than holding up the preStop hook; the next one tries the pipe again.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => self.pid1 = None,
             }
-            self.pid1 = None;
         }
         let _ = io::stderr().write_all(line.as_bytes());
     }
 }
 
-/// Opens PID 1's stdout in append mode: when it is a regular file, a plain write-open would
-/// start at offset 0 and overwrite the log.
+/// Opens PID 1's stdout; see [`open_log`].
 fn open_pid1_stdout() -> io::Result<File> {
-    OpenOptions::new().append(true).open(PID1_STDOUT)
+    open_log(Path::new(PID1_STDOUT))
+}
+
+/// Opens `path` for appending lines without ever blocking:
+///
+/// - in append mode: when it is a regular file, a plain write-open would start at offset 0
+///   and overwrite the log;
+/// - with `O_NONBLOCK`: when it is a pipe (or FIFO) that nobody reads, a blocking open
+///   would wait for a reader forever; a non-blocking one fails at once with `ENXIO`. Writes
+///   to a full pipe then fail with `EAGAIN` instead of stalling the hook. The flag belongs
+///   to this open file description only, not to PID 1's own descriptor.
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    /// A generous bound for what must not block at all.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A FIFO in a fresh directory (std has no mkfifo, and unsafe code is denied here).
+    fn fifo(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "lameduck-hook-log-test-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(std::fs::create_dir_all(&dir).is_ok());
+        let path = dir.join("fifo");
+        let made = Command::new("mkfifo").arg(&path).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+        path
+    }
+
+    /// Runs `f` on a thread; fails the test if it has not returned within [`PATIENCE`] (a
+    /// blocked thread is left behind; the test process exits anyway).
+    fn without_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = send.send(f());
+        });
+        match receive.recv_timeout(PATIENCE) {
+            Ok(value) => value,
+            Err(_) => panic!("blocked for {PATIENCE:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pipe_nobody_reads_is_refused_at_once() {
+        let path = fifo("no-reader");
+        let opened = without_blocking({
+            let path = path.clone();
+            move || open_log(&path).map(drop)
+        });
+        let err = opened.err().map(|e| e.raw_os_error());
+        assert_eq!(err, Some(Some(libc::ENXIO)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+
+    #[test]
+    fn a_full_pipe_does_not_block_writes() {
+        let path = fifo("full");
+        // A reader that never reads, opened first so that the write-open succeeds.
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        assert!(reader.is_ok(), "{reader:?}");
+        let opened = open_log(&path);
+        assert!(opened.is_ok(), "{opened:?}");
+        let (kind, log) = without_blocking(move || {
+            let mut file = opened.unwrap_or_else(|e| panic!("{e}"));
+            // Fill the pipe (64 KiB by default) until the kernel says it is full.
+            let chunk = [b'x'; 4096];
+            let kind = loop {
+                if let Err(err) = file.write_all(&chunk) {
+                    break err.kind();
+                }
+            };
+            // A line to the full pipe goes to stderr, and the pipe is kept for later.
+            let mut log = HookLog {
+                pid1: Some(file),
+                prefix: "lameduck test",
+            };
+            log.line("the pipe is full; this line goes to stderr");
+            (kind, log)
+        });
+        assert_eq!(kind, io::ErrorKind::WouldBlock);
+        assert!(log.pid1.is_some(), "a full pipe is not given up on");
+        drop(reader);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
 }

@@ -83,8 +83,9 @@ impl GetResponse {
 /// Why a 3xx answer was not followed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unfollowed {
-    /// The `Location` names another host.
-    OtherHost(Target),
+    /// The `Location` names another host (shown as an absolute URL when it is `http://`,
+    /// else as given).
+    OtherHost(String),
     /// A redirect status without a `Location`.
     NoLocation,
     /// 300, 304, 305, 306: statuses Go's client does not follow.
@@ -209,17 +210,25 @@ async fn follow(request: &GetRequest) -> Result<GetResponse, GetError> {
             return Ok(unfollowed(Some(Unfollowed::NoLocation)));
         };
         let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
-        let next = url
-            .resolve(&location)
-            .map_err(|source| GetError::Redirect {
-                url: url.to_string(),
-                location: location.clone(),
-                source,
-            })?;
-        // Same order as the kubelet's CheckRedirect: host first, then the count.
-        if !request.url.same_host(&next) {
-            return Ok(unfollowed(Some(Unfollowed::OtherHost(next))));
+        let resolved = url.resolve(&location);
+        // Same order as the kubelet's CheckRedirect: host first, then the count. The host
+        // is checked before the URL has to be usable: a redirect to another host is not
+        // followed whatever its scheme (`https://other/` included), so it is the answer,
+        // not an error. Only a redirect that *would* be followed must be plain http.
+        if let Some(host) = url.reference_host(&location)
+            && !request.url.same_host_name(&host)
+        {
+            let shown = match &resolved {
+                Ok(next) => next.to_string(),
+                Err(_) => location.trim().to_owned(),
+            };
+            return Ok(unfollowed(Some(Unfollowed::OtherHost(shown))));
         }
+        let next = resolved.map_err(|source| GetError::Redirect {
+            url: url.to_string(),
+            location: location.clone(),
+            source,
+        })?;
         if requests >= MAX_REQUESTS {
             return Err(GetError::TooManyRedirects {
                 url: url.to_string(),

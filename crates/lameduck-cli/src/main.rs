@@ -6,10 +6,16 @@
 //! - `once --key K -- CMD`: exactly-once execution of at-least-once hooks ([`once`]).
 //!
 //! Exit codes are documented in `lameduck help` and in the crate's README.
+//!
+//! For images, build it statically (`RUSTFLAGS="-C target-feature=+crt-static" cargo build
+//! --release -p lameduck-cli --target x86_64-unknown-linux-gnu`): it then needs nothing at
+//! run time, not even libc, and runs in `distroless/static` or `scratch`. Host names are
+//! resolved by static glibc's built-in `files` and `dns` sources; IP literals are never
+//! resolved. See the README, "Building for images".
 
-// Unsafe code is denied (not forbidden) for one audited block: the PR_SET_PDEATHSIG
-// `pre_exec` hook in `child.rs`, which keeps a killed `once` runner from orphaning its
-// command.
+// Unsafe code is denied (not forbidden) for one audited block: the `pre_exec` hook in
+// `child.rs`, which lets the `once` command inherit the key's lock (so a killed runner's
+// leftover processes keep the key locked) and sets PR_SET_PDEATHSIG.
 #![deny(unsafe_code)]
 
 mod child;

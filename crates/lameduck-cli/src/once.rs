@@ -7,6 +7,11 @@
 //!   before it releases the lock. Exit code 0 there means "done": later invocations exit 0
 //!   without running anything.
 //!
+//! The command inherits the locked descriptor, so if the runner is killed the key stays
+//! locked until the command *and every process it started* have exited: a new run can
+//! never overlap a remnant of the previous one. A runner that finishes normally unlocks
+//! explicitly, which also frees the key from background processes the command left behind.
+//!
 //! An invocation reads the result's generation *before* taking the lock. Once it holds the
 //! lock, a newer generation means a run finished while it waited, and it exits with that
 //! run's code; the same generation means nobody finished (no run, or the runner died
@@ -17,6 +22,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::child;
@@ -135,7 +141,9 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
     }
 
     let generation = now.map_or(0, |r| r.generation) + 1;
-    let exit_code = child::run(command);
+    // The command inherits the locked descriptor (see `child::run`): if this process is
+    // killed, the key stays locked until the command and all it started have exited.
+    let exit_code = child::run(command, Some(lock.as_fd()));
     let result = RunResult {
         generation,
         exit_code,
@@ -148,6 +156,16 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
             &format!(
                 "could not record the result ({err}); a later invocation will run the command again"
             ),
+        );
+    }
+    // Unlock explicitly: closing our descriptor is not enough, since processes the command
+    // left behind (background jobs) share the lock through the inherited descriptor.
+    // Unlocking the shared open file description releases it for all of them, and the
+    // result is recorded, so nothing stays blocked on a finished run.
+    if let Err(err) = lock.unlock() {
+        note(
+            key,
+            &format!("could not unlock {}: {err}", lock_path.display()),
         );
     }
     drop(lock);

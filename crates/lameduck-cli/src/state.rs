@@ -106,7 +106,7 @@ fn format(result: RunResult) -> String {
     )
 }
 
-/// Parses [`format`]'s output; unknown lines are ignored so later versions can add some.
+/// Parses [`format()`]'s output; unknown lines are ignored so later versions can add some.
 fn parse(text: &str) -> Result<RunResult, String> {
     let mut generation = None;
     let mut exit_code = None;

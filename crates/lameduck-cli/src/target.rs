@@ -121,6 +121,36 @@ impl Target {
         Self::parse(&format!("http://{}{path}{query}", self.authority))
     }
 
+    /// The host a `Location` header value points at, without resolving it fully: this
+    /// URL's host for a relative reference, else the host of the absolute (any scheme) or
+    /// network-path (`//host/...`) reference. `None` when no host can be made out.
+    ///
+    /// Lets a redirect to another host be recognised (and left unfollowed, as the kubelet
+    /// does) even when it could not be followed anyway, such as `https://other/`.
+    pub(crate) fn reference_host(&self, location: &str) -> Option<String> {
+        let reference = location.trim();
+        let reference = reference
+            .split_once('#')
+            .map_or(reference, |(before, _)| before);
+        let absolute = if has_scheme(reference) {
+            reference.to_owned()
+        } else if let Some(rest) = reference.strip_prefix("//") {
+            format!("http://{rest}")
+        } else {
+            return Some(self.host.clone());
+        };
+        let uri: Uri = absolute.parse().ok()?;
+        // `http::Uri` reads `mailto:someone` as an authority (host `mailto`): a reference
+        // with a scheme must parse as one.
+        uri.scheme()?;
+        let host = uri
+            .authority()?
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        (!host.is_empty()).then(|| host.to_owned())
+    }
+
     /// Host name or IP literal (no brackets).
     pub(crate) fn host(&self) -> &str {
         &self.host
@@ -141,10 +171,11 @@ impl Target {
         &self.path_and_query
     }
 
-    /// Whether `other` names the same host, ignoring the port: the kubelet's rule for
+    /// Whether `host` names this URL's host, ignoring the port: the kubelet's rule for
     /// following a redirect (it compares `URL.Hostname()`). DNS names are case-insensitive.
-    pub(crate) fn same_host(&self, other: &Self) -> bool {
-        self.host.eq_ignore_ascii_case(&other.host)
+    /// `host` is given without brackets, as [`Target::reference_host`] returns it.
+    pub(crate) fn same_host_name(&self, host: &str) -> bool {
+        self.host.eq_ignore_ascii_case(host)
     }
 }
 
@@ -286,8 +317,35 @@ mod tests {
     }
 
     #[test]
+    fn reference_host_names_the_redirect_target_even_when_unfollowable() {
+        let base = target("http://Host:1/a/b");
+        let cases = [
+            ("/x", Some("Host")),
+            ("rel?q", Some("Host")),
+            ("", Some("Host")),
+            ("http://other:2/x", Some("other")),
+            ("https://other/x", Some("other")),
+            ("HTTPS://host:443/x", Some("host")),
+            ("//other/x", Some("other")),
+            ("ftp://[::1]:21/", Some("::1")),
+            (" http://other/#f ", Some("other")),
+            ("mailto:someone", None),
+            ("http:///nohost", None),
+        ];
+        for (location, expected) in cases {
+            assert_eq!(
+                base.reference_host(location).as_deref(),
+                expected,
+                "{location:?}"
+            );
+        }
+    }
+
+    #[test]
     fn same_host_ignores_port_and_case() {
-        assert!(target("http://Host:1/").same_host(&target("http://host:2/x")));
-        assert!(!target("http://127.0.0.1:1/").same_host(&target("http://localhost:1/")));
+        let host = |url: &str| target(url).host().to_owned();
+        assert!(target("http://Host:1/").same_host_name(&host("http://host:2/x")));
+        assert!(target("http://[::1]:1/").same_host_name(&host("http://[::1]:2/")));
+        assert!(!target("http://127.0.0.1:1/").same_host_name(&host("http://localhost:1/")));
     }
 }

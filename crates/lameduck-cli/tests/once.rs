@@ -7,6 +7,7 @@ use std::fs;
 use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::thread;
 use std::time::Duration;
 
 use common::{drain, eventually, lameduck, stderr, temp_dir, wait_for_line};
@@ -136,14 +137,23 @@ fn waiters_share_the_result_of_a_failed_run() {
     );
 }
 
+/// `sh -c` script with arguments COUNTER SLOW: if SLOW exists, appends its PID to COUNTER
+/// and becomes `sleep 600` (same PID); else appends its PID and exits 0. The test on SLOW
+/// comes first, so a test that has seen the PID knows which branch the run is in, and
+/// removing SLOW afterwards cannot turn a slow run into a quick one.
+const SLOW_OR_QUICK: &str =
+    r#"if [ -e "$2" ]; then echo $$ >> "$1"; exec sleep 600; fi; echo $$ >> "$1""#;
+
 #[test]
 fn killed_runner_leaves_the_key_runnable_and_takes_its_command_along() {
     let dir = temp_dir("killed");
     let counter = dir.join("counter");
     let slow = dir.join("slow");
     fs::write(&slow, "").unwrap();
-    // Records its PID, then (while `slow` exists) becomes a long sleep with the same PID.
-    let script = r#"echo $$ >> "$1"; if [ -e "$2" ]; then exec sleep 600; fi"#;
+    // While `slow` exists: records its PID, then becomes a long sleep with the same PID.
+    // Otherwise records its PID and succeeds. `slow` is tested *before* the PID is written,
+    // so once the test has seen the PID it knows which branch was taken.
+    let script = SLOW_OR_QUICK;
 
     let mut runner = spawn(once(&dir, "k", script, &[&counter, &slow]));
     assert!(
@@ -196,7 +206,7 @@ fn killed_runner_then_a_new_invocation_runs_again() {
     let counter = dir.join("counter");
     let slow = dir.join("slow");
     fs::write(&slow, "").unwrap();
-    let script = r#"echo $$ >> "$1"; if [ -e "$2" ]; then exec sleep 600; fi"#;
+    let script = SLOW_OR_QUICK;
 
     let mut runner = spawn(once(&dir, "k", script, &[&counter, &slow]));
     assert!(
@@ -301,4 +311,92 @@ fn command_arguments_pass_through_and_state_dir_comes_from_the_environment() {
     assert_eq!(fs::read_to_string(&out).unwrap(), "--key\n-x\ntwo words\n");
     let result = fs::read_to_string(dir.join("from-env").join("args.result")).unwrap();
     assert!(result.contains("exit_code 0"), "{result}");
+}
+
+/// Kills a process by PID when dropped, so a failing test leaves no `sleep 600` behind.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_killed_runners_leftover_processes_keep_the_key_locked_until_they_exit() {
+    let dir = temp_dir("grandchild");
+    let counter = dir.join("counter");
+    let slow = dir.join("slow");
+    fs::write(&slow, "").unwrap();
+    // While `slow` exists: starts a background grandchild, records its PID and waits for
+    // it. The parent-death signal reaches only `sh`, so the grandchild outlives a killed
+    // runner. Otherwise: records `quick` and succeeds.
+    let script =
+        r#"if [ -e "$2" ]; then sleep 600 & echo $! >> "$1"; wait; exit 0; fi; echo quick >> "$1""#;
+
+    let mut runner = spawn(once(&dir, "k", script, &[&counter, &slow]));
+    assert!(
+        eventually(PATIENCE, || runs(&counter).len() == 1),
+        "the runner never started"
+    );
+    let grandchild = KillOnDrop(runs(&counter)[0].clone());
+
+    let mut waiter = spawn(once(&dir, "k", script, &[&counter, &slow]));
+    let mut waiter_err = BufReader::new(waiter.stderr.take().unwrap());
+    assert!(
+        wait_for_line(&mut waiter_err, "waiting"),
+        "the invocation did not wait"
+    );
+    fs::remove_file(&slow).unwrap();
+    runner.kill().unwrap(); // SIGKILL; `sh` follows it (PR_SET_PDEATHSIG).
+    runner.wait().unwrap();
+
+    // The grandchild still holds the key's lock (it inherited the locked descriptor), so
+    // the waiter must keep waiting rather than start a second run alongside it.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        waiter.try_wait().unwrap(),
+        None,
+        "the waiter did not wait for the killed run's leftover process"
+    );
+    assert_eq!(runs(&counter).len(), 1, "a second run overlapped the first");
+
+    // Once the last process of the killed run is gone, the waiter runs the command.
+    drop(grandchild);
+    let code = waiter.wait().unwrap().code();
+    assert_eq!(code, Some(0), "{}", drain(waiter_err));
+    assert_eq!(runs(&counter).len(), 2);
+    assert_eq!(runs(&counter)[1], "quick");
+}
+
+#[test]
+fn background_processes_of_a_finished_run_do_not_block_the_key() {
+    // The runner unlocks explicitly when its command exits, so a background process the
+    // command left behind (still holding the inherited descriptor) does not keep others
+    // waiting.
+    let dir = temp_dir("background");
+    let counter = dir.join("counter");
+    let script = r#"sleep 600 >/dev/null 2>&1 & echo $! >> "$1"; exit 3"#;
+
+    let output = once(&dir, "k", script, &[&counter]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let _background = KillOnDrop(runs(&counter)[0].clone());
+
+    // A failed key runs again, and must get the lock at once.
+    let mut again = once(&dir, "k", r#"echo again >> "$1""#, &[&counter]);
+    let mut again = again.stderr(Stdio::piped()).spawn().unwrap();
+    assert!(
+        eventually(PATIENCE, || again.try_wait().unwrap().is_some()),
+        "the next invocation waited for a finished run's background process"
+    );
+    let status = again.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        drain(again.stderr.take().unwrap())
+    );
+    assert_eq!(runs(&counter)[1], "again");
 }

@@ -125,6 +125,39 @@ fn redirect_to_other_host_is_not_followed_and_is_a_success_with_warning() {
 }
 
 #[test]
+fn redirect_to_https_on_another_host_is_not_followed_and_is_a_success_with_warning() {
+    // The host is compared before the scheme matters: the kubelet never follows a redirect
+    // to another host, so an https:// Location there is simply the 3xx answer.
+    let location = "https://other.example:8443/login".to_owned();
+    let server =
+        Server::start(move |_, stream| respond(stream, 302, &[("Location", &location)], b""));
+    let (output, _) = run(&["probe", &server.url("/")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{message}");
+    assert!(message.contains("warning"), "{message}");
+    assert!(message.contains("another host"), "{message}");
+    assert!(
+        message.contains("https://other.example:8443/login"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn redirect_to_https_on_the_same_host_fails() {
+    // The kubelet would follow it (with TLS); this binary cannot, so it is a failure.
+    let server = Server::start(|_, stream| {
+        respond(stream, 301, &[("Location", "https://127.0.0.1:8443/")], b"")
+    });
+    let (output, _) = run(&["probe", &server.url("/")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("https is not supported"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
 fn redirect_loop_stops_after_ten_requests() {
     let server = Server::start(|_, stream| respond(stream, 307, &[("Location", "/loop")], b""));
     let (output, _) = run(&["probe", &server.url("/loop")]);
