@@ -145,9 +145,10 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
 fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
     let dockerfile = std::fs::read_to_string(examples().join("k8s/Dockerfile")).unwrap();
     assert!(dockerfile.contains("cargo build --release --locked -p orders -p lameduck-cli"));
-    assert!(dockerfile.contains("target/release/orders /orders"));
-    assert!(dockerfile.contains("target/release/lameduck /lameduck"));
-    assert!(dockerfile.contains("distroless"));
+    assert!(dockerfile.contains("+crt-static"));
+    assert!(dockerfile.contains("release/orders /orders"));
+    assert!(dockerfile.contains("release/lameduck /lameduck"));
+    assert!(dockerfile.contains("distroless/static"));
     // Exec health check via the helper, since the image has no shell or curl.
     assert!(dockerfile.contains(r#"["/lameduck", "probe", "http://127.0.0.1:9090/livez""#));
     let manifest = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
