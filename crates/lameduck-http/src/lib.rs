@@ -1,1 +1,94 @@
-//! x
+//! # lameduck-http
+//!
+//! Drain-aware HTTP serving for [`lameduck`]: what makes a rolling restart lose zero
+//! requests.
+//!
+//! - [`serve`] / [`Server`] serve any tower (or axum) service over HTTP/1.1 and h2c on
+//!   hyper-util's auto connection, following the lifecycle: keep serving while Draining
+//!   but tell clients to go away (`Connection: close`, GOAWAY), accept what the kernel
+//!   has already queued and close the listener at Stopping, close idle connections at
+//!   once, let in-flight requests finish (bodies included) up to `drain_timeout`, cut
+//!   the rest. Every connection and request is reported to the lifecycle, so Stopping
+//!   ends the moment the last one is done.
+//! - [`InFlightLayer`] does the request side for any other server: counts in-flight
+//!   requests until their response body ends, adds `Connection: close` from Draining on,
+//!   and answers `503` with `Retry-After` once Stopping has begun.
+//! - [`ShutdownSignal`] lets long-lived responses (SSE, WebSocket, streams) end
+//!   themselves cleanly when Stopping begins.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let lifecycle = lameduck::Lifecycle::from_env()
+//!         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+//!     let app = Router::new().route("/", get(|| async { "hello" }));
+//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await.unwrap();
+//!     // Serves until SIGTERM, drains, runs the hooks; the report is already written.
+//!     lameduck_http::serve(listener, app, &lifecycle).await.exit_code()
+//! }
+//! ```
+//!
+//! A service with several listeners runs each with [`Server::serve`] and the lifecycle
+//! once:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use lameduck_http::Server;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let lifecycle = lameduck::Lifecycle::builder()
+//!     .shutdown_delay(Duration::ZERO)
+//!     .exit_process(false)
+//!     .no_termination_log()
+//!     .no_signals()
+//!     .build()
+//!     .unwrap();
+//! let hello = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
+//!     Ok::<_, Infallible>(Response::new(String::from("hello")))
+//! });
+//! let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let public = tokio::spawn(Server::new(public, hello.clone(), &lifecycle).serve());
+//! let internal = tokio::spawn(Server::new(internal, hello, &lifecycle).http1_only().serve());
+//!
+//! lifecycle.shutdown();
+//! let report = lifecycle.run().await;
+//! public.await.unwrap();
+//! internal.await.unwrap();
+//! assert!(report.clean);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+
+mod body;
+mod connection;
+mod in_flight;
+mod io;
+mod listener;
+mod panic;
+mod phase;
+mod serve;
+mod signal;
+
+pub use body::{InFlightBody, UntilStopping};
+pub use in_flight::{DEFAULT_RETRY_AFTER, InFlight, InFlightLayer, ResponseFuture};
+pub use listener::Listener;
+pub use serve::{
+    DEFAULT_FIRST_REQUEST_GRACE, DEFAULT_HEADER_READ_TIMEOUT, ServeFuture, Server, serve,
+};
+pub use signal::ShutdownSignal;
+
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// The error type hyper and tower pass around.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,457 @@
+//! [`TrackedIo`]: a connection's byte stream, as the server watches it.
+//!
+//! It counts the connection for the lifecycle for as long as the stream lives — which, for
+//! a connection upgraded to WebSocket, is after hyper has let go of it — and it records
+//! what the connection task needs to shut the connection down without losing a request:
+//! which protocol the client speaks, whether a request has begun since the last response,
+//! and whether the kernel holds unread bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use lameduck::ActivityGuard;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::listener::Listener;
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4), by which hyper-util's auto
+/// connection tells h2c from HTTP/1.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a client speaks, as far as the server has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Nothing, or only a prefix of the HTTP/2 preface, has been read.
+    Unknown,
+    Http1,
+    Http2,
+}
+
+/// Which protocols a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocols {
+    Both,
+    Http1Only,
+    Http2Only,
+}
+
+impl Protocols {
+    fn allows(self, protocol: Protocol) -> bool {
+        !matches!(
+            (self, protocol),
+            (Self::Http1Only, Protocol::Http2) | (Self::Http2Only, Protocol::Http1)
+        )
+    }
+}
+
+/// What a connection's task and its stream share.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionState {
+    protocol: AtomicU8,
+    /// Bytes have been read since the last write: the client has begun a request that has
+    /// not been answered.
+    request_begun: AtomicBool,
+    /// The last read found the kernel's buffer empty (asked directly, past the runtime's
+    /// readiness cache), and nothing was read or written since.
+    quiet: AtomicBool,
+    /// Stopping has begun: a read the runtime thinks would block asks the kernel.
+    stopping: AtomicBool,
+    /// The drain timeout cut this connection: reads and writes fail.
+    cut: AtomicBool,
+    /// Whoever waits on the stream, woken when it is cut.
+    wakers: Mutex<[Option<Waker>; 2]>,
+    /// Whether the stream (hence the connection) still exists.
+    open: AtomicBool,
+    closed: Notify,
+}
+
+impl ConnectionState {
+    pub(crate) fn new() -> Arc<Self> {
+        let state = Self::default();
+        state.open.store(true, Ordering::Relaxed);
+        Arc::new(state)
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self.protocol.load(Ordering::Relaxed) {
+            1 => Protocol::Http1,
+            2 => Protocol::Http2,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    pub(crate) fn set_protocol(&self, protocol: Protocol) {
+        let value = match protocol {
+            Protocol::Unknown => 0,
+            Protocol::Http1 => 1,
+            Protocol::Http2 => 2,
+        };
+        self.protocol.store(value, Ordering::Relaxed);
+    }
+
+    /// What the stream would record: a request begun, the kernel found empty.
+    #[cfg(test)]
+    pub(crate) fn simulate(&self, request_begun: bool, quiet: bool) {
+        self.request_begun.store(request_begun, Ordering::Relaxed);
+        self.quiet.store(quiet, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_begun(&self) -> bool {
+        self.request_begun.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed)
+    }
+
+    /// From now on, a read that the runtime would leave pending asks the kernel instead.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the stream still exists (after hyper is done with the connection: it was
+    /// upgraded, and the application holds it).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the stream is dropped.
+    pub(crate) async fn closed(&self) {
+        self.closed.notified().await;
+    }
+
+    /// Make every further read and write fail, and wake whoever waits on one.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    fn lock_wakers(&self) -> std::sync::MutexGuard<'_, [Option<Waker>; 2]> {
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remember who waits (slot 0 reads, 1 writes), so that [`cut`](Self::cut) can wake
+    /// them; then look again, in case the cut came in between.
+    fn wait(&self, slot: usize, waker: &Waker) -> bool {
+        {
+            let mut wakers = self.lock_wakers();
+            match &mut wakers[slot] {
+                Some(w) if w.will_wake(waker) => {}
+                other => *other = Some(waker.clone()),
+            }
+        }
+        self.is_cut()
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection cut at the drain timeout",
+    )
+}
+
+/// A connection's stream: the listener's, with the bookkeeping described above.
+pub(crate) struct TrackedIo<L: Listener> {
+    io: L::Io,
+    state: Arc<ConnectionState>,
+    /// How many bytes of the HTTP/2 preface have been matched; `None` once decided.
+    sniffed: Option<u8>,
+    protocols: Protocols,
+    _counted: ActivityGuard,
+}
+
+impl<L: Listener> TrackedIo<L> {
+    pub(crate) fn new(
+        io: L::Io,
+        state: Arc<ConnectionState>,
+        protocols: Protocols,
+        counted: ActivityGuard,
+    ) -> Self {
+        Self {
+            io,
+            state,
+            sniffed: Some(0),
+            protocols,
+            _counted: counted,
+        }
+    }
+
+    /// Follow the first bytes as hyper-util's auto connection does: HTTP/2 if they are the
+    /// preface, HTTP/1 from the first byte that is not.
+    fn sniff(&mut self, new: &[u8]) -> io::Result<()> {
+        let Some(matched) = self.sniffed else {
+            return Ok(());
+        };
+        let matched = usize::from(matched);
+        let expected = &H2_PREFACE[matched..];
+        let n = new.len().min(expected.len());
+        let protocol = if new[..n] != expected[..n] {
+            Protocol::Http1
+        } else if matched + n == H2_PREFACE.len() {
+            Protocol::Http2
+        } else {
+            // Less than 24 bytes: fits in a u8.
+            self.sniffed = Some((matched + n) as u8);
+            return Ok(());
+        };
+        self.sniffed = None;
+        if !self.protocols.allows(protocol) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "protocol not enabled on this server",
+            ));
+        }
+        self.state.set_protocol(protocol);
+        Ok(())
+    }
+
+    /// Read what the kernel holds, past the runtime's readiness cache.
+    fn read_queued(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let dst = buf.initialize_unfilled();
+        match L::read_queued(&self.io, dst) {
+            Ok(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.state.quiet.store(true, Ordering::Relaxed);
+                Poll::Pending
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Poll::Pending,
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl<L: Listener> Drop for TrackedIo<L> {
+    fn drop(&mut self) {
+        self.state.open.store(false, Ordering::Release);
+        self.state.closed.notify_one();
+    }
+}
+
+impl<L: Listener> AsyncRead for TrackedIo<L> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.state.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        let before = buf.filled().len();
+        let mut polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if polled.is_pending() && this.state.stopping.load(Ordering::Relaxed) {
+            polled = this.read_queued(buf);
+        }
+        match polled {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    this.state.request_begun.store(true, Ordering::Relaxed);
+                    this.state.quiet.store(false, Ordering::Relaxed);
+                    if this.sniffed.is_some() {
+                        this.sniff(&buf.filled()[before..])?;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.state.wait(0, cx.waker()) => Poll::Ready(Err(cut_error())),
+            other => other,
+        }
+    }
+}
+
+impl<L: Listener> TrackedIo<L> {
+    fn wrote(&self, polled: &Poll<io::Result<usize>>, cx: &Context<'_>) -> bool {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.state.request_begun.store(false, Ordering::Relaxed);
+                self.state.quiet.store(false, Ordering::Relaxed);
+                false
+            }
+            Poll::Pending => self.state.wait(1, cx.waker()),
+            _ => false,
+        }
+    }
+}
+
+impl<L: Listener> AsyncWrite for TrackedIo<L> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.state.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if this.wrote(&polled, cx) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.state.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if this.wrote(&polled, cx) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.state.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lameduck::ActivityCounter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio_test::{assert_pending, task};
+
+    /// A listener over in-memory streams (no kernel to ask).
+    struct Memory;
+
+    impl Listener for Memory {
+        type Io = DuplexStream;
+        type Addr = ();
+        async fn accept(&mut self) -> io::Result<(DuplexStream, ())> {
+            std::future::pending().await
+        }
+        fn local_addr(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn tracked(
+        protocols: Protocols,
+    ) -> (
+        TrackedIo<Memory>,
+        DuplexStream,
+        Arc<ConnectionState>,
+        ActivityCounter,
+    ) {
+        let (server, client) = duplex(1024);
+        let state = ConnectionState::new();
+        let counter = ActivityCounter::new();
+        let io = TrackedIo::new(server, Arc::clone(&state), protocols, counter.enter());
+        (io, client, state, counter)
+    }
+
+    #[tokio::test]
+    async fn http1_is_recognised_by_its_first_byte() {
+        let (mut io, mut client, state, _) = tracked(Protocols::Both);
+        client.write_all(b"G").await.expect("write");
+        let mut buf = [0u8; 24];
+        assert_eq!(io.read(&mut buf).await.expect("read"), 1);
+        assert_eq!(state.protocol(), Protocol::Http1);
+    }
+
+    #[tokio::test]
+    async fn http2_is_recognised_by_its_whole_preface_even_in_pieces() {
+        let (mut io, mut client, state, _) = tracked(Protocols::Both);
+        let mut buf = [0u8; 24];
+        for piece in H2_PREFACE.chunks(10) {
+            assert_eq!(state.protocol(), Protocol::Unknown);
+            client.write_all(piece).await.expect("write");
+            assert_eq!(io.read(&mut buf).await.expect("read"), piece.len());
+        }
+        assert_eq!(state.protocol(), Protocol::Http2);
+    }
+
+    #[tokio::test]
+    async fn a_protocol_not_enabled_is_refused() {
+        let (mut io, mut client, state, _) = tracked(Protocols::Http2Only);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 24];
+        let error = io.read(&mut buf).await.expect_err("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(state.protocol(), Protocol::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_read_begins_a_request_and_a_write_answers_it() {
+        let (mut io, mut client, state, _) = tracked(Protocols::Both);
+        assert!(!state.request_begun());
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let _ = io.read(&mut buf).await.expect("read");
+        assert!(state.request_begun());
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(!state.request_begun());
+        assert!(!state.quiet(), "the kernel was never asked");
+    }
+
+    #[tokio::test]
+    async fn a_cut_fails_reads_and_wakes_the_reader() {
+        let (mut io, _client, state, _) = tracked(Protocols::Both);
+        let mut buf = [0u8; 8];
+        let mut read = task::spawn(io.read(&mut buf));
+        assert_pending!(read.poll());
+        state.cut();
+        assert!(read.is_woken());
+        let error = match read.poll() {
+            Poll::Ready(result) => result.expect_err("cut"),
+            Poll::Pending => panic!("still pending after the cut"),
+        };
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        drop(read);
+        assert!(io.write_all(b"x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_stream_counts_the_connection_until_dropped() {
+        let (io, _client, state, counter) = tracked(Protocols::Both);
+        assert_eq!(counter.active(), 1);
+        assert!(state.is_open());
+        drop(io);
+        assert_eq!(counter.active(), 0);
+        assert!(!state.is_open());
+        state.closed().await;
+    }
+}

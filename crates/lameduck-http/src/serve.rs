@@ -1,0 +1,362 @@
+//! [`serve`] and [`Server`]: the accept loop, from the first connection to the drained
+//! listener.
+
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use lameduck::{Lifecycle, Report};
+use tokio_util::task::TaskTracker;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::connection::{ServerShared, serve_connection};
+use crate::in_flight::InFlightLayer;
+use crate::io::Protocols;
+use crate::listener::{Listener, is_connection_error};
+use crate::panic::CatchPanic;
+use crate::phase::PhaseWatch;
+
+/// Default time a client has to send a request's headers (and, before any byte, to send
+/// anything at all) before its connection is closed.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time a connection that has sent nothing yet when Stopping begins is given to
+/// send its first request (see [`Server::first_request_grace`]).
+pub const DEFAULT_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the accept loop pauses after an error of the listener itself (out of file
+/// descriptors, say) before accepting again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Serve `service` on `listener` and drive `lifecycle` to the end: `.await` it for the
+/// shutdown [`Report`]. Shorthand for [`Server::new`]; see [`Server`] for what happens in
+/// each phase and for the options.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+///
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     let lifecycle = lameduck::Lifecycle::from_env()
+///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+///     let app = Router::new().route("/", get(|| async { "hello" }));
+///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await.unwrap();
+///     lameduck_http::serve(listener, app, &lifecycle).await.exit_code()
+/// }
+/// ```
+pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, S> {
+    Server::new(listener, service, lifecycle)
+}
+
+/// An HTTP server (HTTP/1.1 and h2c, on hyper-util's auto connection) that follows a
+/// [`Lifecycle`]:
+///
+/// - **Ready, Draining**: accepts and serves. From Draining on, HTTP/1 responses say
+///   `Connection: close` and HTTP/2 connections get GOAWAY (their open streams complete),
+///   so clients move to other replicas while the platform's routing catches up.
+/// - **Stopping**: accepts the connections the kernel has already queued, then closes the
+///   listener (new connections are refused). Idle connections are closed at once; the
+///   requests in flight finish, response bodies included, up to `drain_timeout`, and so
+///   do connections upgraded to WebSocket. Requests and long-lived responses can watch
+///   for this moment through the [`ShutdownSignal`](crate::ShutdownSignal) in their
+///   extensions.
+/// - **drain timeout**: what remains is cut (the lifecycle counts it in the report).
+///
+/// Every connection is reported to [`Lifecycle::connections`], every request (until its
+/// response body ends) to [`Lifecycle::requests`] through an [`InFlightLayer`], so that
+/// Stopping ends the moment the last one is done. (The listener itself counts as one
+/// connection until it is closed, so that Stopping cannot end before the queued
+/// connections have been accepted.) A handler that panics is answered `500`; its request
+/// is not left counted.
+///
+/// `.await` a server to run it *and* the lifecycle ([`Lifecycle::run`]) and get the
+/// report; call [`serve`](Self::serve) to run only the server, e.g. one of several
+/// listeners of a service whose lifecycle is run elsewhere.
+///
+/// # What is guaranteed at Stopping
+///
+/// A request is *answered* (not reset) if its first bytes reached the server's socket
+/// before its connection was closed:
+///
+/// - connections established by the kernel before the listener closes are accepted and
+///   served, even if the runtime had not noticed them yet ([`Listener::accept_backlog`]);
+///   one that has sent nothing yet gets [`first_request_grace`](Self::first_request_grace)
+///   to do so;
+/// - an HTTP/1 connection is closed as idle only when no request has begun on it since
+///   its last response *and* the kernel holds no unread byte for it, asked directly
+///   ([`Listener::read_queued`]) rather than trusting the runtime's readiness;
+/// - a request begun on an HTTP/1 connection is served and its response closes the
+///   connection.
+///
+/// Not guaranteed, because no server can: a connection whose handshake completes in the
+/// microseconds between the last accept and the listener's close is reset by the kernel;
+/// a request written on an idle keep-alive connection after the server looked and closed
+/// it meets a closed connection (HTTP/1.1 clients retry such requests when idempotent,
+/// RFC 9112 §9.3.1). Both are why the lame-duck delay comes first: by Stopping, clients
+/// have been told to go away, and the platform has stopped routing here.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use lameduck_http::Server;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let lifecycle = lameduck::Lifecycle::builder()
+///     .shutdown_delay(std::time::Duration::ZERO)
+///     .exit_process(false)
+///     .no_termination_log()
+///     .no_signals()
+///     .build()
+///     .unwrap();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let service = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
+///     Ok::<_, Infallible>(Response::new(String::from("hello")))
+/// });
+/// let server = Server::new(listener, service, &lifecycle)
+///     .header_read_timeout(std::time::Duration::from_secs(10));
+///
+/// lifecycle.shutdown(); // in a service: SIGTERM, or the preStop hook
+/// let report = server.await;
+/// assert!(report.clean);
+/// # }
+/// ```
+#[must_use = "a server does nothing until it is awaited or `serve`d"]
+pub struct Server<L, S> {
+    listener: L,
+    service: S,
+    lifecycle: Lifecycle,
+    builder: auto::Builder<TokioExecutor>,
+    protocols: Protocols,
+    header_read_timeout: Option<Duration>,
+    first_request_grace: Duration,
+}
+
+impl<L, S> std::fmt::Debug for Server<L, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("protocols", &self.protocols)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("first_request_grace", &self.first_request_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, S> Server<L, S> {
+    /// A server of `service` on `listener`, following `lifecycle`.
+    pub fn new(listener: L, service: S, lifecycle: &Lifecycle) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        Self {
+            listener,
+            service,
+            lifecycle: lifecycle.clone(),
+            builder,
+            protocols: Protocols::Both,
+            header_read_timeout: None,
+            first_request_grace: DEFAULT_FIRST_REQUEST_GRACE,
+        }
+        .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
+    }
+
+    /// How long a client may take to send a request's headers, and a new connection to
+    /// send anything at all; `None` for no limit. Default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.header_read_timeout = timeout.into();
+        self.builder
+            .http1()
+            .header_read_timeout(self.header_read_timeout);
+        self
+    }
+
+    /// How long a connection that has sent nothing yet when Stopping begins may take to
+    /// send its first request before it is closed. Such a connection was accepted before
+    /// the listener closed (maybe from the backlog at the last moment), and its client is
+    /// likely writing its request right now. Default [`DEFAULT_FIRST_REQUEST_GRACE`];
+    /// it is capped by the header-read timeout.
+    pub fn first_request_grace(mut self, grace: Duration) -> Self {
+        self.first_request_grace = grace;
+        self
+    }
+
+    /// Serve HTTP/1 only; an HTTP/2 client's connection is closed.
+    pub fn http1_only(mut self) -> Self {
+        self.protocols = Protocols::Http1Only;
+        self
+    }
+
+    /// Serve HTTP/2 (h2c, prior knowledge) only; an HTTP/1 client's connection is closed.
+    pub fn http2_only(mut self) -> Self {
+        self.protocols = Protocols::Http2Only;
+        self
+    }
+
+    /// Configure hyper further (HTTP/2 stream limits, keep-alive pings, buffer sizes...).
+    /// The lifecycle behaviour stays as documented; leave the timers in place.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// # let service = tower::service_fn(|_: http::Request<hyper::body::Incoming>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// # });
+    /// let server = lameduck_http::Server::new(listener, service, &lifecycle)
+    ///     .configure_hyper(|builder| {
+    ///         builder.http2().max_concurrent_streams(100);
+    ///     });
+    /// # drop(server);
+    /// # }
+    /// ```
+    pub fn configure_hyper(mut self, f: impl FnOnce(&mut auto::Builder<TokioExecutor>)) -> Self {
+        f(&mut self.builder);
+        self
+    }
+}
+
+impl<L: Listener, S> Server<L, S> {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<L::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+impl<L, S, B> Server<L, S>
+where
+    L: Listener,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Run the server only — without driving the lifecycle — until it is drained: the
+    /// listener closed at Stopping, and every connection done or cut. Something else must
+    /// [`run`](Lifecycle::run) the lifecycle (another server's `.await`, or `main`).
+    pub fn serve(self) -> impl Future<Output = ()> + Send + 'static {
+        let phase = PhaseWatch::new(&self.lifecycle);
+        let layer = InFlightLayer::with_phase(&self.lifecycle, phase.clone())
+            .insert_shutdown_signal()
+            .serve_when_stopping();
+        let service = TowerToHyperService::new(layer.layer(CatchPanic::new(self.service)));
+        let shared = Arc::new(ServerShared {
+            builder: self.builder,
+            protocols: self.protocols,
+            header_read_timeout: self.header_read_timeout,
+            first_request_grace: match self.header_read_timeout {
+                Some(timeout) => self.first_request_grace.min(timeout),
+                None => self.first_request_grace,
+            },
+            phase,
+            stop: self.lifecycle.stop_token(),
+            cut: self.lifecycle.cut_token(),
+            connections: self.lifecycle.connections().clone(),
+        });
+        let lifecycle = self.lifecycle;
+        let mut listener = self.listener;
+
+        async move {
+            let connections = TaskTracker::new();
+            // The listener counts as a connection until it is closed, so that Stopping
+            // cannot end between its start and the accepting of the queued connections.
+            let listening = lifecycle.connections().enter();
+            let stop = lifecycle.stop_token();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((io, addr)) => {
+                            tracing::trace!(?addr, "connection accepted");
+                            connections.spawn(serve_connection::<L, _, _>(
+                                io, service.clone(), Arc::clone(&shared),
+                            ));
+                        }
+                        Err(error) if is_connection_error(&error) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "accepting connections failed; retrying");
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                            }
+                        }
+                    },
+                }
+            }
+            let queued = listener.accept_backlog();
+            if !queued.is_empty() {
+                tracing::debug!(
+                    count = queued.len(),
+                    "accepted the queued connections; listener closed"
+                );
+            }
+            for (io, addr) in queued {
+                tracing::trace!(?addr, "queued connection accepted");
+                connections.spawn(serve_connection::<L, _, _>(
+                    io,
+                    service.clone(),
+                    Arc::clone(&shared),
+                ));
+            }
+            drop(listening);
+            connections.close();
+            connections.wait().await;
+        }
+    }
+}
+
+/// The future of an awaited [`Server`]: resolves to the lifecycle's report.
+#[must_use = "futures do nothing unless polled"]
+pub struct ServeFuture(Pin<Box<dyn Future<Output = Report> + Send>>);
+
+impl std::fmt::Debug for ServeFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ServeFuture {
+    type Output = Report;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Report> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<L, S, B> IntoFuture for Server<L, S>
+where
+    L: Listener,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = Report;
+    type IntoFuture = ServeFuture;
+
+    /// Run the server and the lifecycle together; the report once both are done.
+    fn into_future(self) -> ServeFuture {
+        let lifecycle = self.lifecycle.clone();
+        let server = self.serve();
+        ServeFuture(Box::pin(async move {
+            let ((), report) = tokio::join!(server, lifecycle.run());
+            report
+        }))
+    }
+}

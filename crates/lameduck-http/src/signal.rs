@@ -1,0 +1,86 @@
+//! [`ShutdownSignal`]: how a long-lived response (SSE, WebSocket, a streaming body) learns
+//! that it should end itself.
+
+use lameduck::{CancellationToken, Lifecycle};
+use tokio_util::sync::WaitForCancellationFuture;
+
+use crate::body::UntilStopping;
+
+/// Fires when the lifecycle enters Stopping: listeners are closed, and every long-lived
+/// response should finish what it is sending and end, before `drain_timeout` cuts it.
+///
+/// Every request served by [`Server`](crate::Server) carries one in its extensions (with
+/// axum: `Extension(signal): Extension<ShutdownSignal>`); anywhere else, build one with
+/// [`ShutdownSignal::new`]. It is the lifecycle's
+/// [`stop_token`](Lifecycle::stop_token) under a name that says what it is for.
+///
+/// For a streaming body, [`until_stopping`](Self::until_stopping) does the work: the
+/// stream ends cleanly (between two frames) when the signal fires.
+///
+/// ```
+/// use std::time::Duration;
+/// use lameduck_http::ShutdownSignal;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let lifecycle = lameduck::Lifecycle::builder()
+///     .shutdown_delay(Duration::ZERO)
+///     .exit_process(false)
+///     .no_termination_log()
+///     .no_signals()
+///     .build()
+///     .unwrap();
+/// let signal = ShutdownSignal::new(&lifecycle);
+///
+/// // A WebSocket or SSE loop selects on the signal next to its own work.
+/// let session = tokio::spawn(async move {
+///     let mut ticks = 0;
+///     loop {
+///         tokio::select! {
+///             _ = signal.stopping() => return ticks, // say goodbye, then end
+///             _ = tokio::time::sleep(Duration::from_secs(1)) => ticks += 1,
+///         }
+///     }
+/// });
+///
+/// lifecycle.shutdown();
+/// let report = lifecycle.run().await;
+/// assert!(report.clean);
+/// assert!(session.await.unwrap() < 2);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShutdownSignal {
+    stop: CancellationToken,
+}
+
+impl ShutdownSignal {
+    /// The signal of `lifecycle`.
+    pub fn new(lifecycle: &Lifecycle) -> Self {
+        Self {
+            stop: lifecycle.stop_token(),
+        }
+    }
+
+    /// Whether Stopping has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Resolves when Stopping begins (at once if it has).
+    pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
+    }
+
+    /// The underlying token (the lifecycle's stop token), e.g. to hand to a task.
+    pub fn token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Wrap a streaming response body so that it ends, cleanly and between two frames,
+    /// when Stopping begins. Meant for endless streams such as server-sent events: the
+    /// client sees a complete response and reconnects (elsewhere).
+    pub fn until_stopping<B>(&self, body: B) -> UntilStopping<B> {
+        UntilStopping::new(body, self.stop.clone())
+    }
+}
