@@ -103,6 +103,13 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(exchange(router_layered.clone(), black_box(request()))))
     });
     group.finish();
+    // What any counting costs: the lifecycle's counter, entered and left once.
+    let requests = lifecycle.requests().clone();
+    let mut group = c.benchmark_group("floor");
+    group.bench_function("lifecycle.requests().enter() + drop", |b| {
+        b.iter(|| drop(black_box(requests.enter())))
+    });
+    group.finish();
     assert_eq!(lifecycle.requests().active(), 0);
 }
 

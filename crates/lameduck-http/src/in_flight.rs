@@ -181,7 +181,8 @@ where
         if shared.reject_when_stopping && shared.phase.state() >= State::Stopping {
             return ResponseFuture {
                 kind: Kind::Rejected {
-                    response: Some(service_unavailable(shared.retry_after.clone(), http1)),
+                    retry_after: shared.retry_after.clone(),
+                    http1,
                 },
             };
         }
@@ -201,8 +202,8 @@ where
     }
 }
 
-fn service_unavailable(retry_after: HeaderValue, http1: bool) -> Response<()> {
-    let mut response = Response::new(());
+fn service_unavailable<B>(retry_after: HeaderValue, http1: bool) -> Response<InFlightBody<B>> {
+    let mut response = Response::new(InFlightBody::empty());
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(RETRY_AFTER, retry_after);
@@ -230,8 +231,10 @@ pin_project! {
             shared: Arc<Shared>,
             http1: bool,
         },
+        // Small: the future's size is paid on every request.
         Rejected {
-            response: Option<Response<()>>,
+            retry_after: HeaderValue,
+            http1: bool,
         },
     }
 }
@@ -265,9 +268,8 @@ where
                 let guard = guard.take();
                 Poll::Ready(Ok(response.map(|body| InFlightBody::tracked(body, guard))))
             }
-            KindProj::Rejected { response } => {
-                let response = response.take().unwrap_or_default();
-                Poll::Ready(Ok(response.map(|()| InFlightBody::empty())))
+            KindProj::Rejected { retry_after, http1 } => {
+                Poll::Ready(Ok(service_unavailable(retry_after.clone(), *http1)))
             }
         }
     }

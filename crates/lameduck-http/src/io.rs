@@ -167,7 +167,7 @@ pub(crate) struct TrackedIo<L: Listener> {
     io: L::Io,
     state: Arc<ConnectionState>,
     /// How many bytes of the HTTP/2 preface have been matched; `None` once decided.
-    sniffed: Option<u8>,
+    sniffed: Option<usize>,
     protocols: Protocols,
     _counted: ActivityGuard,
 }
@@ -194,7 +194,6 @@ impl<L: Listener> TrackedIo<L> {
         let Some(matched) = self.sniffed else {
             return Ok(());
         };
-        let matched = usize::from(matched);
         let expected = &H2_PREFACE[matched..];
         let n = new.len().min(expected.len());
         let protocol = if new[..n] != expected[..n] {
@@ -202,8 +201,7 @@ impl<L: Listener> TrackedIo<L> {
         } else if matched + n == H2_PREFACE.len() {
             Protocol::Http2
         } else {
-            // Less than 24 bytes: fits in a u8.
-            self.sniffed = Some((matched + n) as u8);
+            self.sniffed = Some(matched + n);
             return Ok(());
         };
         self.sniffed = None;

@@ -50,7 +50,13 @@ async fn stopping_refuses_new_connections() {
     started.await.expect("handler started");
     lifecycle.shutdown();
     lifecycle.stopping().await;
-    tokio::task::yield_now().await;
+    // The listener counts as a connection until it is closed.
+    within("listener closed", async {
+        while lifecycle.connections().active() > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
 
     match TcpStream::connect(addr).await {
         Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused),
@@ -215,7 +221,7 @@ async fn a_silent_connection_gets_a_grace_for_its_first_request_then_is_closed()
     let lifecycle = lifecycle(|b| b);
     let (listener, addr) = bind().await;
     let server = lameduck_http::serve(listener, hello(), &lifecycle)
-        .first_request_grace(Duration::from_secs(3));
+        .first_request_grace(Duration::from_millis(1500));
     let server = tokio::spawn(server.into_future());
 
     let hold = lifecycle.hold("test");

@@ -37,7 +37,7 @@ impl Timeline {
         if to <= from {
             return;
         }
-        lifecycle.inner.state.send_replace(to);
+        lifecycle.inner.set_state(to);
         tracing::info!(
             from = %from,
             to = %to,
@@ -107,12 +107,14 @@ impl Cut {
     /// tracked tasks are aborted.
     fn now(lifecycle: &Lifecycle) -> Self {
         let inner = &lifecycle.inner;
-        inner.cut.cancel();
-        Self {
+        // Counted before the token fires: servers woken by it drop their guards at once.
+        let cut = Self {
             connections: inner.connections.active(),
             requests: inner.requests.active(),
             tasks: inner.tasks.abandon(),
-        }
+        };
+        inner.cut.cancel();
+        cut
     }
 }
 
@@ -259,7 +261,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>)
     let status = report.exit_status();
     // The report first, then Stopped: whoever sees Stopped can read the report.
     inner.report.send_replace(Some(report));
-    inner.state.send_replace(State::Stopped);
+    inner.set_state(State::Stopped);
     tracing::info!(
         from = %State::Stopping,
         to = %State::Stopped,

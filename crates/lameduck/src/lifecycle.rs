@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::watch;
@@ -67,6 +67,8 @@ pub struct Lifecycle {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) state: watch::Sender<State>,
+    /// A lock-free copy of `state` for the request path (the watch takes a read lock).
+    pub(crate) state_now: AtomicU8,
     pub(crate) trigger: OnceLock<(Reason, Instant)>,
     pub(crate) triggered: CancellationToken,
     pub(crate) stop: CancellationToken,
@@ -83,6 +85,15 @@ pub(crate) struct Inner {
     pub(crate) driver_started: AtomicBool,
     pub(crate) report: watch::Sender<Option<Report>>,
     pub(crate) health: Health,
+}
+
+impl Inner {
+    /// The only way the state changes: the atomic copy first, so that whoever the watch
+    /// wakes reads the new state from either.
+    pub(crate) fn set_state(&self, state: State) {
+        self.state_now.store(state as u8, Ordering::Release);
+        self.state.send_replace(state);
+    }
 }
 
 #[derive(Default)]
@@ -136,6 +147,7 @@ impl Lifecycle {
             inner: Arc::new(Inner {
                 config,
                 state,
+                state_now: AtomicU8::new(State::Starting as u8),
                 trigger: OnceLock::new(),
                 triggered: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -214,8 +226,10 @@ impl Lifecycle {
     // ----- observation ---------------------------------------------------------------
 
     /// The current state.
+    ///
+    /// One atomic load, no lock: cheap enough to call on every request.
     pub fn state(&self) -> State {
-        *self.inner.state.borrow()
+        State::from_u8(self.inner.state_now.load(Ordering::Acquire))
     }
 
     /// A receiver that sees every state change.

@@ -16,6 +16,7 @@ use crate::signal::Signal;
 /// | `Stopped` | — | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum State {
     /// Startup hooks are running or readiness is held back.
     Starting,
@@ -38,6 +39,16 @@ impl State {
             Self::Draining => "draining",
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
+        }
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Starting,
+            1 => Self::Ready,
+            2 => Self::Draining,
+            3 => Self::Stopping,
+            _ => Self::Stopped,
         }
     }
 
@@ -97,6 +108,19 @@ mod tests {
         assert_eq!(Reason::PreStop.to_string(), "prestop");
         assert_eq!(Reason::Api.to_string(), "api");
         assert_eq!(Reason::Task("db".into()).to_string(), "task:db");
+    }
+
+    #[test]
+    fn states_round_trip_through_their_number() {
+        for state in [
+            State::Starting,
+            State::Ready,
+            State::Draining,
+            State::Stopping,
+            State::Stopped,
+        ] {
+            assert_eq!(State::from_u8(state as u8), state);
+        }
     }
 
     #[test]
