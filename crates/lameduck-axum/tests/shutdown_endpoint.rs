@@ -196,13 +196,16 @@ async fn run_does_not_return_until_the_shutdown_answer_is_sent() {
         .expect("/shutdown answers")
         .expect("infallible");
     assert_eq!(response.status(), 200);
-    // Everything is done but the answer's body, which a server has not sent yet.
-    wait_for_state(&lifecycle, State::Stopped).await;
+    // Everything is done but the answer's body, which a server has not sent yet: the
+    // lifecycle waits in Stopping (Stopped comes with the report, after the answer).
+    wait_for_state(&lifecycle, State::Stopping).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !run.is_finished(),
         "run() returned before the answer was sent"
     );
+    assert_eq!(lifecycle.state(), State::Stopping);
+    assert!(lifecycle.report().is_none());
 
     let body = axum::body::to_bytes(response.into_body(), 1024)
         .await
