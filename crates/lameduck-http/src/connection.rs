@@ -15,13 +15,13 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use lameduck::{ActivityCounter, CancellationToken};
+use lameduck::ActivityCounter;
 use tokio::time::{Instant, sleep_until};
 
 use crate::BoxError;
@@ -35,9 +35,8 @@ pub(crate) struct ServerShared {
     pub(crate) protocols: Protocols,
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) first_request_grace: Duration,
+    /// The lifecycle's state and events (Draining, Stopping, the cut), relayed.
     pub(crate) phase: PhaseWatch,
-    pub(crate) stop: CancellationToken,
-    pub(crate) cut: CancellationToken,
     pub(crate) connections: ActivityCounter,
 }
 
@@ -104,7 +103,7 @@ where
     // the application holds it. It stays counted until it is dropped, or cut.
     if finished == Finished::Served && state.is_open() {
         tokio::select! {
-            _ = server.cut.cancelled() => state.cut(),
+            _ = server.phase.cut_token().cancelled() => state.cut(),
             _ = state.closed() => {}
         }
     }
@@ -116,9 +115,14 @@ pub(crate) async fn drive<C: GracefulConnection>(
     state: &ConnectionState,
     server: &ServerShared,
 ) -> Finished {
-    let mut cut = pin!(server.cut.cancelled());
+    let mut cut = pin!(server.phase.cut_token().cancelled());
     let mut draining = pin!(server.phase.draining_token().cancelled());
-    let mut stopping = pin!(server.stop.cancelled());
+    let mut stopping = pin!(server.phase.stopping_token().cancelled());
+    // Polling a token's future takes mutexes that every connection shares; they are
+    // looked at only when an event has been relayed since the last look, or when this
+    // task's waker is not the one they hold (see `phase`).
+    let mut events_seen: Option<u32> = None;
+    let mut registered: Option<Waker> = None;
     // A connection that has not told us its protocol (nothing read yet) is closed when this
     // fires: hyper's own header-read timeout only starts once the protocol is known.
     let mut silent_armed = server.header_read_timeout.is_some();
@@ -129,10 +133,17 @@ pub(crate) async fn drive<C: GracefulConnection>(
     let mut shutting_down = false;
 
     poll_fn(|cx| {
-        if cut.as_mut().poll(cx).is_ready() {
+        let events = server.phase.events();
+        let look = events_seen != Some(events)
+            || !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if look {
+            events_seen = Some(events);
+            registered = Some(cx.waker().clone());
+        }
+        if look && cut.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Finished::Cut);
         }
-        if !seen_stopping && stopping.as_mut().poll(cx).is_ready() {
+        if look && !seen_stopping && stopping.as_mut().poll(cx).is_ready() {
             seen_stopping = true;
             seen_draining = true;
             // Before hyper reads again: what the kernel holds must be seen, not guessed.
@@ -145,7 +156,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
                 silent_armed = true;
             }
         }
-        if !seen_draining && draining.as_mut().poll(cx).is_ready() {
+        if look && !seen_draining && draining.as_mut().poll(cx).is_ready() {
             seen_draining = true;
         }
         loop {
@@ -221,8 +232,6 @@ mod tests {
             header_read_timeout,
             first_request_grace: Duration::from_secs(1),
             phase: PhaseWatch::detached(State::Ready),
-            stop: CancellationToken::new(),
-            cut: CancellationToken::new(),
             connections: ActivityCounter::new(),
         }
     }
@@ -246,7 +255,7 @@ mod tests {
             assert_pending!(drive.poll());
             // A request is under way when Stopping begins: it is not interrupted...
             state.simulate(true, false);
-            server.stop.cancel();
+            server.phase.set(State::Stopping);
             assert_pending!(drive.poll());
             // ...and once answered, with the kernel's buffer found empty, the connection
             // is closed.
@@ -264,7 +273,7 @@ mod tests {
         let mut connection = pin!(FakeConnection::default());
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-            server.stop.cancel();
+            server.phase.set(State::Stopping);
             assert_pending!(drive.poll());
         }
         assert_eq!(connection.shutdowns, 0);
@@ -281,10 +290,29 @@ mod tests {
             server.phase.set(State::Draining);
             assert!(drive.is_woken());
             assert_pending!(drive.poll());
-            server.stop.cancel();
+            server.phase.set(State::Stopping);
             assert_pending!(drive.poll());
         }
         assert_eq!(connection.shutdowns, 1, "once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wake_ups_without_an_event_do_not_hide_the_next_one() {
+        let server = server(None);
+        let state = state(Protocol::Http2);
+        let mut connection = pin!(FakeConnection::default());
+        {
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            // Wake-ups for the connection's own I/O: the tokens are not looked at again...
+            for _ in 0..3 {
+                assert_pending!(drive.poll());
+            }
+            // ...yet the waker they hold is this task's, and the event moves the counter.
+            server.phase.set(State::Draining);
+            assert!(drive.is_woken());
+            assert_pending!(drive.poll());
+        }
+        assert_eq!(connection.shutdowns, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -308,7 +336,7 @@ mod tests {
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        server.stop.cancel();
+        server.phase.set(State::Stopping);
         assert_pending!(drive.poll());
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_pending!(drive.poll());
@@ -323,7 +351,7 @@ mod tests {
         let state = state(Protocol::Unknown);
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-        server.stop.cancel();
+        server.phase.set(State::Stopping);
         assert_pending!(drive.poll());
         state.set_protocol(Protocol::Http1);
         state.simulate(true, false);
@@ -350,9 +378,9 @@ mod tests {
         let state = state(Protocol::Http1);
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-        server.stop.cancel();
+        server.phase.set(State::Stopping);
         assert_pending!(drive.poll());
-        server.cut.cancel();
+        server.phase.cut();
         assert!(drive.is_woken());
         assert_ready_eq!(drive.poll(), Finished::Cut);
     }

@@ -262,14 +262,15 @@ where
                 None => self.first_request_grace,
             },
             phase,
-            stop: self.lifecycle.stop_token(),
-            cut: self.lifecycle.cut_token(),
             connections: self.lifecycle.connections().clone(),
         });
         let lifecycle = self.lifecycle;
         let mut listener = self.listener;
 
         async move {
+            // Inside the runtime now: make sure the state is followed and events relayed
+            // even if no request ever reads the state.
+            shared.phase.follow();
             let connections = TaskTracker::new();
             // The listener counts as a connection until it is closed, so that Stopping
             // cannot end between its start and the accepting of the queued connections.

@@ -1,6 +1,8 @@
 //! [`ShutdownSignal`]: how a long-lived response (SSE, WebSocket, a streaming body) learns
 //! that it should end itself.
 
+use std::sync::Arc;
+
 use lameduck::{CancellationToken, Lifecycle};
 use tokio_util::sync::WaitForCancellationFuture;
 
@@ -51,14 +53,16 @@ use crate::body::UntilStopping;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ShutdownSignal {
-    stop: CancellationToken,
+    // Behind an `Arc`: cloning a `CancellationToken` takes its node's mutex, and a server
+    // clones one into every request.
+    stop: Arc<CancellationToken>,
 }
 
 impl ShutdownSignal {
     /// The signal of `lifecycle`.
     pub fn new(lifecycle: &Lifecycle) -> Self {
         Self {
-            stop: lifecycle.stop_token(),
+            stop: Arc::new(lifecycle.stop_token()),
         }
     }
 
@@ -81,6 +85,6 @@ impl ShutdownSignal {
     /// when Stopping begins. Meant for endless streams such as server-sent events: the
     /// client sees a complete response and reconnects (elsewhere).
     pub fn until_stopping<B>(&self, body: B) -> UntilStopping<B> {
-        UntilStopping::new(body, self.stop.clone())
+        UntilStopping::new(body, CancellationToken::clone(&self.stop))
     }
 }

@@ -1,0 +1,541 @@
+//! Output: the machine, the results table (Markdown, printed and written to `table.md`),
+//! the CSVs, and the goals each result is held against.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lameduck_loadgen::Counts;
+use serde::{Deserialize, Serialize};
+
+use crate::Results;
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Machine {
+    pub(crate) nproc: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) memory_gib: f64,
+    pub(crate) kernel: String,
+    pub(crate) open_files_limit: u64,
+}
+
+impl Machine {
+    pub(crate) fn detect(open_files_limit: u64) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu_model,
+            memory_gib: mem_kib / 1024.0 / 1024.0,
+            kernel,
+            open_files_limit,
+        }
+    }
+}
+
+/// Where a result stands against its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Met,
+    Missed,
+}
+
+impl Status {
+    fn of(met: bool) -> Status {
+        if met { Status::Met } else { Status::Missed }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Status::Met => "**met**",
+            Status::Missed => "**missed**",
+        }
+    }
+}
+
+/// One line of the table (and of `summary.csv`).
+struct Row {
+    part: &'static str,
+    what: String,
+    lameduck: String,
+    baseline: String,
+    goal: String,
+    status: String,
+}
+
+/// Thousands separators: 12345 → 12,345.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn classes(c: &Counts) -> String {
+    format!(
+        "refused {}, no response {}, 5xx {}, timeout {}",
+        thousands(c.refused),
+        thousands(c.no_response),
+        thousands(c.status_5xx),
+        thousands(c.timeout)
+    )
+}
+
+fn failed(failures: u64, requests: u64, c: &Counts) -> String {
+    format!(
+        "**{}** of {} ({})",
+        thousands(failures),
+        thousands(requests),
+        classes(c)
+    )
+}
+
+fn latency(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn rows(r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(o) = &r.failed_requests {
+        let s = &o.settings;
+        rows.push(Row {
+            part: "1",
+            what: format!(
+                "Failed requests across a shutdown: `GET /`, {} keep-alive connections at {}/s; SIGTERM after {} s, traffic for {} s more (lameduck: `LAMEDUCK_SHUTDOWN_DELAY={} s`); {} run(s) per side",
+                s.connections,
+                thousands(s.rate),
+                s.before_ms as f64 / 1000.0,
+                s.window_ms as f64 / 1000.0,
+                s.shutdown_delay_ms as f64 / 1000.0,
+                s.trials
+            ),
+            lameduck: failed(o.lameduck.failures(), o.lameduck.requests(), &o.lameduck.totals),
+            baseline: failed(o.baseline.failures(), o.baseline.requests(), &o.baseline.totals),
+            goal: "0 failed (lameduck)".to_owned(),
+            status: Status::of(o.lameduck.failures() == 0).word().to_owned(),
+        });
+    }
+    if let Some(o) = &r.rolling_restart {
+        let s = &o.settings;
+        let restarts = |side: &crate::rolling_restart::SideOutcome| {
+            let max = side
+                .restarts
+                .iter()
+                .map(|r| r.sigterm_to_exit_ms)
+                .fold(0.0_f64, f64::max);
+            format!(
+                "; {} restarts, SIGTERM→exit ≤ {}",
+                side.restarts.len(),
+                if max >= 10.0 {
+                    format!("{max:.0} ms")
+                } else {
+                    format!("{max:.1} ms")
+                }
+            )
+        };
+        for v in &o.variants {
+            rows.push(Row {
+                part: "2",
+                what: format!(
+                    "Rolling restart behind nginx, `{}`: `POST /orders` at {}/s ({} clients, a new connection to nginx per request); {} replicas restarted one by one, {} round(s); endpoint removal (upstream rewrite + `nginx -s reload`) {} s after SIGTERM (lameduck: `orders`, `LAMEDUCK_SHUTDOWN_DELAY={} s`)",
+                    v.retry.directive(),
+                    thousands(s.rate),
+                    s.connections,
+                    s.replicas,
+                    s.rounds,
+                    s.lag_ms as f64 / 1000.0,
+                    s.shutdown_delay_ms as f64 / 1000.0
+                ),
+                lameduck: failed(v.lameduck.failures(), v.lameduck.requests(), &v.lameduck.report.counts)
+                    + &restarts(&v.lameduck),
+                baseline: failed(v.baseline.failures(), v.baseline.requests(), &v.baseline.report.counts)
+                    + &restarts(&v.baseline),
+                goal: "0 failed (lameduck)".to_owned(),
+                status: Status::of(v.lameduck.failures() == 0).word().to_owned(),
+            });
+        }
+        let c = &o.control;
+        rows.push(Row {
+            part: "2",
+            what: format!(
+                "Control: the same load with keep-alive between clients and nginx, {} × `nginx -s reload` with an unchanged upstream, no restart (what the proxy's reload alone costs)",
+                c.reloads
+            ),
+            lameduck: "—".to_owned(),
+            baseline: format!(
+                "{} ({} of them on reused keep-alive connections)",
+                failed(c.report.failures(), c.report.counts.total() - c.report.counts.not_sent, &c.report.counts),
+                thousands(c.report.no_response_reused)
+            ),
+            goal: "—".to_owned(),
+            status: "—".to_owned(),
+        });
+    }
+    if let Some(o) = &r.overhead {
+        let s = &o.settings;
+        let loss = (1.0 - o.median_throughput_ratio) * 100.0;
+        rows.push(Row {
+            part: "3",
+            what: format!(
+                "Throughput, trivial `GET /` (`hello` vs bare `axum::serve`): `{}`, median of {} A/B pairs ({}; pair ratios {:.3}–{:.3})",
+                o.command,
+                s.pairs,
+                match &s.server_cpus {
+                    Some(cpus) => format!("server on CPU {cpus}, wrk on the others"),
+                    None => "wrk shares the core with the server".to_owned(),
+                },
+                o.min_throughput_ratio,
+                o.max_throughput_ratio,
+            ),
+            lameduck: format!("{} req/s", thousands(o.lameduck_median_rps.round() as u64)),
+            baseline: format!("{} req/s", thousands(o.baseline_median_rps.round() as u64)),
+            goal: "< 2 % lower than bare axum".to_owned(),
+            status: format!(
+                "{} (ratio {:.3}: {:+.1} %)",
+                Status::of(loss < 2.0).word(),
+                o.median_throughput_ratio,
+                -loss
+            ),
+        });
+        let more = (o.median_p99_ratio - 1.0) * 100.0;
+        rows.push(Row {
+            part: "3",
+            what: "p99 latency, same runs".to_owned(),
+            lameduck: latency(o.lameduck_median_p99_us),
+            baseline: latency(o.baseline_median_p99_us),
+            goal: "< 5 % higher than bare axum".to_owned(),
+            status: format!(
+                "{} (ratio {:.3}: {:+.1} %)",
+                Status::of(more < 5.0).word(),
+                o.median_p99_ratio,
+                more
+            ),
+        });
+        let more_cpu = (o.median_cpu_ratio - 1.0) * 100.0;
+        rows.push(Row {
+            part: "3",
+            what: "Server CPU time per request (all threads, `/proc/PID/task/*/schedstat`; a hypervisor's steal time is not in it), same runs".to_owned(),
+            lameduck: format!("{:.2} µs", o.lameduck_median_cpu_ns / 1000.0),
+            baseline: format!("{:.2} µs", o.baseline_median_cpu_ns / 1000.0),
+            goal: "—".to_owned(),
+            status: format!("ratio {:.3}: {more_cpu:+.1} %", o.median_cpu_ratio),
+        });
+        let c = &o.criterion;
+        match &c.skipped {
+            Some(reason) => rows.push(Row {
+                part: "3",
+                what: "`InFlightLayer` micro-benchmark (criterion)".to_owned(),
+                lameduck: format!("not run: {reason}"),
+                baseline: "—".to_owned(),
+                goal: "—".to_owned(),
+                status: "—".to_owned(),
+            }),
+            None => {
+                for group in ["trivial service_fn", "axum router"] {
+                    if let Some((bare, layered)) = c.group(group) {
+                        rows.push(Row {
+                            part: "3",
+                            what: format!(
+                                "`InFlightLayer` cost per request, {group} (criterion, `{}`)",
+                                c.command
+                            ),
+                            lameduck: format!("{layered:.0} ns (+{:.0} ns)", layered - bare),
+                            baseline: format!("{bare:.0} ns"),
+                            goal: "—".to_owned(),
+                            status: "—".to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(o) = &r.drain_speed {
+        let s = &o.settings;
+        rows.push(Row {
+            part: "4",
+            what: format!(
+                "Drain speed: SIGTERM → exit (waitpid) with {} idle keep-alive connections (lameduck: `orders`, delay 0, so Stopping starts at SIGTERM); median of {}",
+                thousands(s.idle_connections as u64),
+                s.trials
+            ),
+            lameduck: format!("{:.1} ms", o.lameduck.idle_median_exit_ms),
+            baseline: format!("{:.1} ms", o.baseline.idle_median_exit_ms),
+            goal: "≤ 50 ms after Stopping with 10,000 idle connections".to_owned(),
+            status: {
+                let met = Status::of(o.lameduck.idle_median_exit_ms <= 50.0).word();
+                if s.idle_connections < 10_000 {
+                    format!("{met} (quick mode: {} connections)", thousands(s.idle_connections as u64))
+                } else {
+                    met.to_owned()
+                }
+            },
+        });
+        let slow = |side: &crate::drain_speed::SideOutcome| {
+            let ok: u64 = side.slow.iter().map(|t| t.ok).sum();
+            let all: usize = side.slow.iter().map(|t| t.requests).sum();
+            format!(
+                "{:.0} ms ({} of {} answered; exit {:.1} ms after the last response)",
+                side.slow_median_exit_ms,
+                thousands(ok),
+                thousands(all as u64),
+                side.slow_median_after_last_ms
+            )
+        };
+        rows.push(Row {
+            part: "4",
+            what: format!(
+                "Drain speed: SIGTERM → exit with {} in-flight `GET /work?ms={}` (SIGTERM ~0.3 s after they were sent); median of {}",
+                thousands(s.slow_requests as u64),
+                s.slow_ms,
+                s.trials
+            ),
+            lameduck: slow(&o.lameduck),
+            baseline: slow(&o.baseline),
+            goal: "—".to_owned(),
+            status: "—".to_owned(),
+        });
+    }
+    if let Some(o) = &r.memory {
+        let side = |s: &crate::memory::SideOutcome| {
+            format!(
+                "{:.1} KiB ({} → {} KiB RSS)",
+                s.bytes_per_connection / 1024.0,
+                thousands(s.rss_before_kib),
+                thousands(s.rss_with_connections_kib)
+            )
+        };
+        rows.push(Row {
+            part: "5",
+            what: format!(
+                "Resident memory per idle keep-alive connection ({} connections)",
+                thousands(o.settings.connections as u64)
+            ),
+            lameduck: side(&o.lameduck),
+            baseline: side(&o.baseline),
+            goal: "—".to_owned(),
+            status: "—".to_owned(),
+        });
+    }
+    rows
+}
+
+/// The Markdown: date, machine, commands, the table, and any parts that could not run.
+pub(crate) fn markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(out, "Measured {} ({} mode).\n", r.date, r.mode);
+    let _ = writeln!(
+        out,
+        "- Machine: {} × {} (`nproc` {}), {:.1} GiB memory, Linux {}; open-file limit {}. \
+         The load generators (loadgen, wrk, nginx) and the servers share these cores.",
+        m.nproc,
+        m.cpu_model,
+        m.nproc,
+        m.memory_gib,
+        m.kernel,
+        thousands(m.open_files_limit)
+    );
+    if !r.tools.is_empty() {
+        let _ = writeln!(out, "- Tools: {}.", r.tools.join(", "));
+    }
+    let _ = writeln!(out, "- Command: `{}`.", r.command);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| part | measurement | lameduck | baseline (plain axum) | goal | where it stands |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for row in rows(r) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.part, row.what, row.lameduck, row.baseline, row.goal, row.status
+        );
+    }
+    if !r.errors.is_empty() {
+        let _ = writeln!(out, "\nParts that could not run:\n");
+        for e in &r.errors {
+            let _ = writeln!(out, "- {}", e.lines().next().unwrap_or(e));
+        }
+    }
+    out
+}
+
+/// `summary.csv`: one line per table row.
+pub(crate) fn summary_csv(r: &Results) -> String {
+    let mut out = String::from("part,measurement,lameduck,baseline,goal,status\n");
+    for row in rows(r) {
+        let cells = [
+            row.part.to_owned(),
+            row.what,
+            row.lameduck,
+            row.baseline,
+            row.goal,
+            row.status,
+        ];
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|c| {
+                format!(
+                    "\"{}\"",
+                    c.replace("**", "").replace('`', "").replace('"', "\"\"")
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join(","));
+    }
+    out
+}
+
+/// Writes the per-part CSVs next to `results.json`.
+pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("summary.csv", summary_csv(r))?;
+    if let Some(o) = &r.failed_requests {
+        for side in [&o.lameduck, &o.baseline] {
+            if let Some(first) = side.trials.first() {
+                write(
+                    &format!("shutdown_timeline_{}.csv", side.side.label()),
+                    first.report.timeline_csv(),
+                )?;
+            }
+        }
+    }
+    if let Some(o) = &r.rolling_restart {
+        for v in &o.variants {
+            for side in [&v.lameduck, &v.baseline] {
+                write(
+                    &format!(
+                        "rolling_restart_timeline_{}_retry_{}.csv",
+                        side.side.label(),
+                        serde_json::to_value(v.retry)?.as_str().unwrap_or("x")
+                    ),
+                    side.report.timeline_csv(),
+                )?;
+            }
+        }
+    }
+    if let Some(o) = &r.overhead {
+        let mut csv = String::from("pair,side,requests_per_sec,p50_us,p99_us,requests,errors\n");
+        for (n, pair) in o.pairs.iter().enumerate() {
+            for (label, w) in [("lameduck", &pair.lameduck), ("baseline", &pair.baseline)] {
+                let _ = writeln!(
+                    csv,
+                    "{},{label},{:.2},{:.1},{:.1},{},{}",
+                    n + 1,
+                    w.requests_per_sec,
+                    w.p50_us,
+                    w.p99_us,
+                    w.requests,
+                    w.errors
+                );
+            }
+        }
+        write("overhead.csv", csv)?;
+    }
+    if let Some(o) = &r.drain_speed {
+        let mut csv = String::from(
+            "side,situation,trial,count,sigterm_to_exit_ms,last_response_to_exit_ms,ok,failed,exit_code\n",
+        );
+        for side in [&o.lameduck, &o.baseline] {
+            let label = side.side.label();
+            for (n, t) in side.idle.iter().enumerate() {
+                let _ = writeln!(
+                    csv,
+                    "{label},idle,{},{},{:.2},,,,{}",
+                    n + 1,
+                    t.opened,
+                    t.sigterm_to_exit_ms,
+                    t.exit_code
+                );
+            }
+            for (n, t) in side.slow.iter().enumerate() {
+                let _ = writeln!(
+                    csv,
+                    "{label},slow,{},{},{:.2},{:.2},{},{},{}",
+                    n + 1,
+                    t.requests,
+                    t.sigterm_to_exit_ms,
+                    t.last_response_to_exit_ms,
+                    t.ok,
+                    t.failed,
+                    t.exit_code
+                );
+            }
+        }
+        write("drain_speed.csv", csv)?;
+    }
+    if let Some(o) = &r.memory {
+        let mut csv = String::from(
+            "side,service,connections,rss_before_kib,rss_with_kib,bytes_per_connection\n",
+        );
+        for s in [&o.lameduck, &o.baseline] {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{:.0}",
+                s.side.label(),
+                s.service,
+                o.settings.connections,
+                s.rss_before_kib,
+                s.rss_with_connections_kib,
+                s.bytes_per_connection
+            );
+        }
+        write("memory.csv", csv)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(latency(850.0), "850 µs");
+        assert_eq!(latency(2130.0), "2.13 ms");
+        assert_eq!(latency(12345.0), "12.3 ms");
+    }
+
+    #[test]
+    fn empty_results_render() {
+        let r = Results::default();
+        let md = markdown(&r);
+        assert!(md.contains("| part | measurement |"));
+        assert_eq!(summary_csv(&r).lines().count(), 1);
+    }
+}
