@@ -16,6 +16,7 @@
 
 mod drain_speed;
 mod failed_requests;
+mod instructions;
 mod memory;
 mod overhead;
 mod process;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::instructions::{self, Instructions};
 use crate::process::{Bins, Side, Spec, run_command};
 
 const READY_WITHIN: Duration = Duration::from_secs(15);
@@ -36,6 +37,9 @@ pub(crate) struct Settings {
     /// The server's CPUs and wrk's (`taskset -c`), when the machine has two cores or more.
     pub(crate) server_cpus: Option<String>,
     pub(crate) wrk_cpus: Option<String>,
+    /// Seconds of wrk per side under callgrind.
+    #[serde(default)]
+    pub(crate) callgrind_s: u32,
     /// criterion `--warm-up-time` and `--measurement-time`, seconds.
     pub(crate) criterion_warm_up_s: f64,
     pub(crate) criterion_measurement_s: f64,
@@ -51,7 +55,11 @@ impl Settings {
             pairs: if quick { 4 } else { 20 },
             warmup_s: 1,
             server_cpus: pinned.then(|| "0".to_owned()),
-            wrk_cpus: pinned.then(|| format!("1-{}", cores - 1)),
+            wrk_cpus: pinned.then(|| match cores {
+                2 => "1".to_owned(),
+                _ => format!("1-{}", cores - 1),
+            }),
+            callgrind_s: if quick { 2 } else { 5 },
             criterion_warm_up_s: if quick { 0.3 } else { 1.0 },
             criterion_measurement_s: if quick { 1.0 } else { 3.0 },
         }
@@ -162,6 +170,8 @@ pub(crate) struct Outcome {
     pub(crate) baseline_median_rps: f64,
     pub(crate) lameduck_median_p99_us: f64,
     pub(crate) baseline_median_p99_us: f64,
+    /// User-space instructions per request (callgrind).
+    pub(crate) instructions: Instructions,
     pub(crate) criterion: Criterion,
 }
 
@@ -250,6 +260,20 @@ pub(crate) async fn run(
         eprintln!("  [3] note: wrk saw {for_errors} socket errors or non-2xx responses");
     }
 
+    let instructions = instructions::measure(bins, dir, settings.callgrind_s).await?;
+    if let Some(ratio) = instructions.ratio {
+        eprintln!(
+            "  [3] callgrind: lameduck {:.0} instructions/request, baseline {:.0} → ×{ratio:.3}",
+            instructions
+                .lameduck
+                .as_ref()
+                .map_or(f64::NAN, |c| c.per_request),
+            instructions
+                .baseline
+                .as_ref()
+                .map_or(f64::NAN, |c| c.per_request),
+        );
+    }
     let criterion = criterion(&settings, dir, workspace, skip_criterion).await?;
     let median_of = |f: &dyn Fn(&Pair) -> f64| median(pairs.iter().map(f).collect());
     Ok(Outcome {
@@ -278,6 +302,7 @@ pub(crate) async fn run(
         settings,
         wrk_version,
         pairs,
+        instructions,
         criterion,
     })
 }
@@ -531,19 +556,16 @@ axum router/with InFlightLayer
                         change: [-1.0% +0.2% +1.1%] (p = 0.70 > 0.05)
 ";
         let benches = parse_criterion(text);
-        assert_eq!(
-            benches,
-            vec![
-                Bench {
-                    id: "trivial service_fn/bare".to_owned(),
-                    ns: 27.953
-                },
-                Bench {
-                    id: "axum router/with InFlightLayer".to_owned(),
-                    ns: 1015.3
-                },
-            ]
-        );
+        let found: Vec<(&str, f64)> = benches.iter().map(|b| (b.id.as_str(), b.ns)).collect();
+        let expected = [
+            ("trivial service_fn/bare", 27.953),
+            ("axum router/with InFlightLayer", 1015.3),
+        ];
+        assert_eq!(found.len(), expected.len(), "{benches:?}");
+        for ((id, ns), (want_id, want_ns)) in found.into_iter().zip(expected) {
+            assert_eq!(id, want_id);
+            assert!((ns - want_ns).abs() < 1e-6, "{id}: {ns} ns, expected {want_ns}");
+        }
     }
 
     #[test]

@@ -346,6 +346,10 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

@@ -247,6 +247,31 @@ fn rows(r: &Results) -> Vec<Row> {
             goal: "—".to_owned(),
             status: format!("ratio {:.3}: {more_cpu:+.1} %", o.median_cpu_ratio),
         });
+        let i = &o.instructions;
+        match (&i.skipped, &i.lameduck, &i.baseline, i.ratio) {
+            (None, Some(l), Some(b), Some(ratio)) => rows.push(Row {
+                part: "3",
+                what: format!(
+                    "User-space instructions per request, counted by callgrind (`{}`): steady from run to run, unlike throughput on a shared machine; the kernel's share, the same on both sides, is not in it",
+                    i.command
+                ),
+                lameduck: format!("{} ({} requests)", thousands(l.per_request.round() as u64), thousands(l.requests)),
+                baseline: format!("{} ({} requests)", thousands(b.per_request.round() as u64), thousands(b.requests)),
+                goal: "—".to_owned(),
+                status: format!("ratio {ratio:.3}: {:+.1} %", (ratio - 1.0) * 100.0),
+            }),
+            (reason, ..) => rows.push(Row {
+                part: "3",
+                what: "User-space instructions per request (callgrind)".to_owned(),
+                lameduck: format!(
+                    "not run: {}",
+                    reason.as_deref().unwrap_or("incomplete counts")
+                ),
+                baseline: "—".to_owned(),
+                goal: "—".to_owned(),
+                status: "—".to_owned(),
+            }),
+        }
         let c = &o.criterion;
         match &c.skipped {
             Some(reason) => rows.push(Row {

@@ -40,9 +40,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let lifecycle = lameduck::Lifecycle::from_env()
         .unwrap_or_else(|error| lameduck::exit_on_config_error(error));
-    let app = Router::new()
-        .route("/", get(|| async { "hello\n" }))
-        .route("/events", get(events));
+    let app = Router::new().route("/", get(|| async { "hello\n" })).route(
+        "/events",
+        get(events).layer(Extension(ShutdownSignal::new(&lifecycle))),
+    );
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
         Ok(listener) => listener,
         Err(error) => {

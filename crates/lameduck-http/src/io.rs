@@ -172,6 +172,9 @@ pub(crate) struct TrackedIo<L: Listener> {
     /// How many bytes of the HTTP/2 preface have been matched; `None` once decided.
     sniffed: Option<usize>,
     protocols: Protocols,
+    /// The wakers last handed to `state` (reads, writes): while the task stays the same,
+    /// a pending read or write need not take the shared lock again.
+    waiting: [Option<Waker>; 2],
     _counted: ActivityGuard,
 }
 
@@ -187,8 +190,21 @@ impl<L: Listener> TrackedIo<L> {
             state,
             sniffed: Some(0),
             protocols,
+            waiting: [None, None],
             _counted: counted,
         }
+    }
+
+    /// Let [`ConnectionState::cut`] wake the task waiting in `slot` (0 reads, 1 writes);
+    /// true if the cut has already come.
+    fn wait(&mut self, slot: usize, waker: &Waker) -> bool {
+        let known = &mut self.waiting[slot];
+        if known.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            // The shared slot holds it already (or the cut took it, and then says so).
+            return self.state.is_cut();
+        }
+        *known = Some(waker.clone());
+        self.state.wait(slot, waker)
     }
 
     /// Follow the first bytes as hyper-util's auto connection does: HTTP/2 if they are the
@@ -274,21 +290,21 @@ impl<L: Listener> AsyncRead for TrackedIo<L> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if this.state.wait(0, cx.waker()) => Poll::Ready(Err(cut_error())),
+            Poll::Pending if this.wait(0, cx.waker()) => Poll::Ready(Err(cut_error())),
             other => other,
         }
     }
 }
 
 impl<L: Listener> TrackedIo<L> {
-    fn wrote(&self, polled: &Poll<io::Result<usize>>, cx: &Context<'_>) -> bool {
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>, cx: &Context<'_>) -> bool {
         match polled {
             Poll::Ready(Ok(n)) if *n > 0 => {
                 self.state.request_begun.store(false, Ordering::Relaxed);
                 self.state.quiet.store(false, Ordering::Relaxed);
                 false
             }
-            Poll::Pending => self.state.wait(1, cx.waker()),
+            Poll::Pending => self.wait(1, cx.waker()),
             _ => false,
         }
     }

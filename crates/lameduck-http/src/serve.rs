@@ -140,6 +140,7 @@ pub struct Server<L, S> {
     protocols: Protocols,
     header_read_timeout: Option<Duration>,
     first_request_grace: Duration,
+    insert_shutdown_signal: bool,
 }
 
 impl<L, S> std::fmt::Debug for Server<L, S> {
@@ -148,6 +149,7 @@ impl<L, S> std::fmt::Debug for Server<L, S> {
             .field("protocols", &self.protocols)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("first_request_grace", &self.first_request_grace)
+            .field("insert_shutdown_signal", &self.insert_shutdown_signal)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +168,7 @@ impl<L, S> Server<L, S> {
             protocols: Protocols::Both,
             header_read_timeout: None,
             first_request_grace: DEFAULT_FIRST_REQUEST_GRACE,
+            insert_shutdown_signal: false,
         }
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
     }
@@ -188,6 +191,31 @@ impl<L, S> Server<L, S> {
     /// it is capped by the header-read timeout.
     pub fn first_request_grace(mut self, grace: Duration) -> Self {
         self.first_request_grace = grace;
+        self
+    }
+
+    /// Put a [`ShutdownSignal`](crate::ShutdownSignal) into every request's extensions
+    /// (with axum: `Extension(signal): Extension<ShutdownSignal>`). Off by default: it is
+    /// a map insertion on every request, which with axum also makes the extension map
+    /// grow once — about 2 % of the instructions of a trivial request. To give the
+    /// signal to a few routes only, layer it on them instead:
+    ///
+    /// ```
+    /// use axum::{Extension, Router, routing::get};
+    /// use lameduck_http::ShutdownSignal;
+    ///
+    /// # async fn events(Extension(_signal): Extension<ShutdownSignal>) {}
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .route(
+    ///         "/events",
+    ///         get(events).layer(Extension(ShutdownSignal::new(&lifecycle))),
+    ///     );
+    /// # drop(app);
+    /// ```
+    pub fn insert_shutdown_signal(mut self) -> Self {
+        self.insert_shutdown_signal = true;
         self
     }
 
@@ -249,9 +277,11 @@ where
     /// [`run`](Lifecycle::run) the lifecycle (another server's `.await`, or `main`).
     pub fn serve(self) -> impl Future<Output = ()> + Send + 'static {
         let phase = PhaseWatch::new(&self.lifecycle);
-        let layer = InFlightLayer::with_phase(&self.lifecycle, phase.clone())
-            .insert_shutdown_signal()
-            .serve_when_stopping();
+        let mut layer =
+            InFlightLayer::with_phase(&self.lifecycle, phase.clone()).serve_when_stopping();
+        if self.insert_shutdown_signal {
+            layer = layer.insert_shutdown_signal();
+        }
         let service = TowerToHyperService::new(layer.layer(CatchPanic::new(self.service)));
         let shared = Arc::new(ServerShared {
             builder: self.builder,

@@ -11,9 +11,10 @@ use crate::body::UntilStopping;
 /// Fires when the lifecycle enters Stopping: listeners are closed, and every long-lived
 /// response should finish what it is sending and end, before `drain_timeout` cuts it.
 ///
-/// Every request served by [`Server`](crate::Server) carries one in its extensions (with
-/// axum: `Extension(signal): Extension<ShutdownSignal>`); anywhere else, build one with
-/// [`ShutdownSignal::new`]. It is the lifecycle's
+/// Build one with [`ShutdownSignal::new`] and hand it to the handlers that need it (axum:
+/// `.layer(Extension(signal))` on their routes, or the router's state); or have
+/// [`Server::insert_shutdown_signal`](crate::Server::insert_shutdown_signal) put one into
+/// every request's extensions. It is the lifecycle's
 /// [`stop_token`](Lifecycle::stop_token) under a name that says what it is for.
 ///
 /// For a streaming body, [`until_stopping`](Self::until_stopping) does the work: the

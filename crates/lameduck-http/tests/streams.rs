@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn an_sse_stream_ends_cleanly_when_stopping_begins() {
     let lifecycle = lifecycle(|b| b.drain_timeout(Duration::from_secs(20)));
+    let signal = Extension(ShutdownSignal::new(&lifecycle));
     let app = axum::Router::new().route(
         "/events",
         axum::routing::get(|Extension(signal): Extension<ShutdownSignal>| async move {
@@ -37,7 +38,8 @@ async fn an_sse_stream_ends_cleanly_when_stopping_begins() {
             Sse::new(events)
                 .into_response()
                 .map(|body| Body::new(signal.until_stopping(body)))
-        }),
+        })
+        .layer(signal),
     );
     let (addr, server) = spawn_serve(app, &lifecycle).await;
 
@@ -70,6 +72,41 @@ async fn an_sse_stream_ends_cleanly_when_stopping_begins() {
     let report = report(server).await;
     assert!(report.clean, "{report:?}");
     assert_eq!(report.requests_cut, 0);
+}
+
+#[tokio::test]
+async fn requests_carry_the_signal_only_when_the_server_is_asked_to() {
+    for insert in [false, true] {
+        let lifecycle = lifecycle(|b| b);
+        let (listener, addr) = bind().await;
+        let service = tower::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            let carried = req.extensions().get::<ShutdownSignal>().is_some();
+            Ok::<_, Infallible>(Response::new(carried.to_string()))
+        });
+        let server = lameduck_http::serve(listener, service, &lifecycle);
+        let server = if insert {
+            server.insert_shutdown_signal()
+        } else {
+            server
+        };
+        let server = tokio::spawn(server.into_future());
+        let (mut sender, _conn) = http1(addr).await;
+        let response = sender.send_request(get("/")).await.expect("response");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            body,
+            insert.to_string().as_bytes(),
+            "insert_shutdown_signal: {insert}"
+        );
+        lifecycle.shutdown();
+        drop(sender);
+        assert!(report(server).await.clean);
+    }
 }
 
 /// A service that upgrades `/echo` (watching the shutdown signal) and `/stubborn`
@@ -133,7 +170,9 @@ async fn an_upgraded_connection_is_tracked_and_ends_itself_on_the_signal() {
     let lifecycle = lifecycle(|b| b.drain_timeout(Duration::from_secs(20)));
     let (listener, addr) = bind().await;
     let server = tokio::spawn(
-        lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle).into_future(),
+        lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle)
+            .insert_shutdown_signal()
+            .into_future(),
     );
 
     let mut stream = upgrade(addr, "/echo").await;
@@ -157,7 +196,9 @@ async fn an_upgraded_connection_that_ignores_the_signal_is_cut_at_the_drain_time
     let lifecycle = lifecycle(|b| b.drain_timeout(Duration::from_millis(300)));
     let (listener, addr) = bind().await;
     let server = tokio::spawn(
-        lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle).into_future(),
+        lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle)
+            .insert_shutdown_signal()
+            .into_future(),
     );
 
     let mut stream = upgrade(addr, "/stubborn").await;
