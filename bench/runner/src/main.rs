@@ -103,6 +103,10 @@ pub(crate) struct Results {
     pub(crate) errors: Vec<String>,
     /// Wall time of the whole run, s.
     pub(crate) elapsed_s: f64,
+    /// Share of the machine's CPU time taken by the hypervisor for other guests during
+    /// the run (`steal` in /proc/stat), %: what makes throughput figures noisy.
+    #[serde(default)]
+    pub(crate) steal_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -175,6 +179,7 @@ async fn main() -> ExitCode {
 /// Runs the parts; Ok(false) when a part could not run (or quick mode's assertion failed).
 async fn run(parts: Vec<Part>, opts: Opts) -> Result<bool> {
     let started = Instant::now();
+    let cpu_at_start = table::cpu_times();
     if opts.quick && opts.doc.is_some() {
         bail!("--doc is for full runs: quick results do not go into the documentation");
     }
@@ -200,16 +205,22 @@ async fn run(parts: Vec<Part>, opts: Opts) -> Result<bool> {
     let mut results = Results {
         date: utc_now(),
         mode: if opts.quick { "quick" } else { "full" }.to_owned(),
-        command: std::env::args()
-            .map(|a| {
-                // The runner's own path, relative to the workspace where it can be.
-                match a.find("target/release/") {
-                    Some(i) => a[i..].to_owned(),
-                    None => a,
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        // `bench/run` says how it was called; the runner's own arguments otherwise.
+        command: std::env::var("LAMEDUCK_BENCH_COMMAND")
+            .ok()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| {
+                std::env::args()
+                    .map(|a| {
+                        // The runner's own path, relative to the workspace where it can be.
+                        match a.find("target/release/") {
+                            Some(i) => a[i..].to_owned(),
+                            None => a,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
         machine: table::Machine::detect(nofile),
         tools: tools().await,
         ..Results::default()
@@ -254,6 +265,7 @@ async fn run(parts: Vec<Part>, opts: Opts) -> Result<bool> {
         results.errors.push(format!("plot: {e:#}"));
     }
     results.elapsed_s = started.elapsed().as_secs_f64();
+    results.steal_percent = table::steal_percent(cpu_at_start, table::cpu_times());
     let markdown = table::markdown(&results);
     table::write_csvs(&results, &out)?;
     std::fs::write(
@@ -319,6 +331,7 @@ async fn tools() -> Vec<String> {
         ("rustc", &["--version"][..]),
         ("nginx", &["-v"][..]),
         ("wrk", &["-v"][..]),
+        ("valgrind", &["--version"][..]),
     ] {
         let Ok(Ok(o)) = tokio::time::timeout(
             std::time::Duration::from_secs(10),

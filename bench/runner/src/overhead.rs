@@ -564,7 +564,10 @@ axum router/with InFlightLayer
         assert_eq!(found.len(), expected.len(), "{benches:?}");
         for ((id, ns), (want_id, want_ns)) in found.into_iter().zip(expected) {
             assert_eq!(id, want_id);
-            assert!((ns - want_ns).abs() < 1e-6, "{id}: {ns} ns, expected {want_ns}");
+            assert!(
+                (ns - want_ns).abs() < 1e-6,
+                "{id}: {ns} ns, expected {want_ns}"
+            );
         }
     }
 

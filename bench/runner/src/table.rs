@@ -20,6 +20,27 @@ pub(crate) struct Machine {
     pub(crate) open_files_limit: u64,
 }
 
+/// The `cpu` line of /proc/stat: (all jiffies, steal jiffies).
+pub(crate) fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest and guest_nice are in user).
+    let total = fields.iter().take(8).sum();
+    Some((total, *fields.get(7)?))
+}
+
+/// The steal share between two [`cpu_times`] readings, %.
+pub(crate) fn steal_percent(start: Option<(u64, u64)>, end: Option<(u64, u64)>) -> Option<f64> {
+    let ((total0, steal0), (total1, steal1)) = (start?, end?);
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    Some(steal1.saturating_sub(steal0) as f64 * 100.0 / total as f64)
+}
+
 impl Machine {
     pub(crate) fn detect(open_files_limit: u64) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -387,6 +408,12 @@ pub(crate) fn markdown(r: &Results) -> String {
         m.kernel,
         thousands(m.open_files_limit)
     );
+    if let Some(steal) = r.steal_percent {
+        let _ = writeln!(
+            out,
+            "- CPU time taken by the hypervisor for other guests during the run (steal): {steal:.1} %."
+        );
+    }
     if !r.tools.is_empty() {
         let _ = writeln!(out, "- Tools: {}.", r.tools.join(", "));
     }
