@@ -403,6 +403,7 @@ async fn criterion(
 ) -> Result<Criterion> {
     let args = [
         "bench".to_owned(),
+        "--locked".to_owned(),
         "-p".to_owned(),
         "lameduck-http".to_owned(),
         "--bench".to_owned(),

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
-use lameduck::{ActivityGuard, CancellationToken};
+use lameduck::CancellationToken;
 use pin_project_lite::pin_project;
 use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::in_flight::RequestGuard;
 
 pin_project! {
     /// The response body of [`InFlight`](crate::InFlight): the inner body, with the
@@ -28,7 +30,7 @@ pin_project! {
         Tracked {
             #[pin]
             inner: B,
-            guard: Option<ActivityGuard>,
+            guard: Option<RequestGuard>,
         },
         // The empty body of a `503` answered after Stopping began.
         Empty,
@@ -36,7 +38,7 @@ pin_project! {
 }
 
 impl<B> InFlightBody<B> {
-    pub(crate) fn tracked(inner: B, guard: Option<ActivityGuard>) -> Self {
+    pub(crate) fn tracked(inner: B, guard: Option<RequestGuard>) -> Self {
         Self {
             kind: Kind::Tracked { inner, guard },
         }
@@ -174,8 +176,10 @@ mod tests {
     #[tokio::test]
     async fn guard_is_released_with_the_last_frame() {
         let counter = ActivityCounter::new();
-        let mut body =
-            InFlightBody::tracked(Full::new(Bytes::from_static(b"hi")), Some(counter.enter()));
+        let mut body = InFlightBody::tracked(
+            Full::new(Bytes::from_static(b"hi")),
+            Some(RequestGuard::new(counter.enter())),
+        );
         assert_eq!(counter.active(), 1);
         let frame = body.frame().await.expect("a frame").expect("data");
         assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"hi")));
@@ -188,7 +192,10 @@ mod tests {
         let counter = ActivityCounter::new();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
         let stream = tokio_stream_from(rx);
-        let body = InFlightBody::tracked(StreamBody::new(stream), Some(counter.enter()));
+        let body = InFlightBody::tracked(
+            StreamBody::new(stream),
+            Some(RequestGuard::new(counter.enter())),
+        );
         assert_eq!(counter.active(), 1);
         drop(body);
         drop(tx);

@@ -72,9 +72,13 @@ pub(crate) enum Finished {
     Cut,
 }
 
-/// Serve one accepted connection to the end, including its life after an upgrade.
-pub(crate) async fn serve_connection<L, S, B>(io: L::Io, service: S, server: Arc<ServerShared>)
-where
+/// Serve one accepted connection to the end, including its life after an upgrade. The
+/// service is made for the connection, so that it can report to the connection's state.
+pub(crate) async fn serve_connection<L, S, B>(
+    io: L::Io,
+    make_service: impl FnOnce(Arc<ConnectionState>) -> S,
+    server: Arc<ServerShared>,
+) where
     L: Listener,
     S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
     S::Future: 'static,
@@ -91,6 +95,7 @@ where
         server.protocols,
         server.connections.enter(),
     );
+    let service = make_service(Arc::clone(&state));
     let finished = {
         let connection = pin!(
             server
@@ -109,6 +114,43 @@ where
     }
 }
 
+/// The header-read timeout, kept here rather than by hyper, which arms, registers and
+/// cancels a timer for every request (and polls the socket once more): a tenth of what a
+/// trivial request costs. Here one timer per connection ticks every eighth of the timeout.
+/// A connection that, at every tick over a whole timeout, had no request in progress and
+/// no new one dispatched is closed: a client that sends nothing, sends its headers too
+/// slowly, or stays idle between requests — what hyper's timeout closes too. It is closed
+/// after more than one timeout and at most a quarter more.
+struct WaitingForClient {
+    tick: Duration,
+    idle_ticks: u32,
+    last_dispatched: u32,
+}
+
+impl WaitingForClient {
+    const TICKS_PER_TIMEOUT: u32 = 8;
+
+    fn new(timeout: Duration) -> Self {
+        Self {
+            tick: timeout / Self::TICKS_PER_TIMEOUT,
+            idle_ticks: 0,
+            last_dispatched: 0,
+        }
+    }
+
+    /// One tick; true when the connection has waited for its client too long.
+    fn tick(&mut self, state: &ConnectionState) -> bool {
+        let (dispatched, in_progress) = state.requests();
+        if in_progress || dispatched != self.last_dispatched {
+            self.last_dispatched = dispatched;
+            self.idle_ticks = 0;
+            return false;
+        }
+        self.idle_ticks += 1;
+        self.idle_ticks > Self::TICKS_PER_TIMEOUT
+    }
+}
+
 /// Drive `connection` through the lifecycle's phases; see the module docs.
 pub(crate) async fn drive<C: GracefulConnection>(
     mut connection: Pin<&mut C>,
@@ -123,11 +165,13 @@ pub(crate) async fn drive<C: GracefulConnection>(
     // task's waker is not the one they hold (see `phase`).
     let mut events_seen: Option<u32> = None;
     let mut registered: Option<Waker> = None;
-    // A connection that has not told us its protocol (nothing read yet) is closed when this
-    // fires: hyper's own header-read timeout only starts once the protocol is known.
-    let mut silent_armed = server.header_read_timeout.is_some();
-    let far = server.header_read_timeout.unwrap_or(Duration::ZERO);
-    let mut silent = pin!(sleep_until(Instant::now() + far));
+    // The header-read timeout (see `WaitingForClient`) and, at Stopping, the grace of a
+    // connection that has sent nothing: one timer, polled only when it may have fired.
+    let mut waiting = server.header_read_timeout.map(WaitingForClient::new);
+    let mut silent_armed = waiting.is_some();
+    let first_tick = waiting.as_ref().map_or(Duration::ZERO, |w| w.tick);
+    let mut silent = pin!(sleep_until(Instant::now() + first_tick));
+    let mut silent_registered = false;
     let mut seen_draining = false;
     let mut seen_stopping = false;
     let mut shutting_down = false;
@@ -139,6 +183,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
         if look {
             events_seen = Some(events);
             registered = Some(cx.waker().clone());
+            silent_registered = false;
         }
         if look && cut.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Finished::Cut);
@@ -152,6 +197,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
                 let grace = Instant::now() + server.first_request_grace;
                 if !silent_armed || grace < silent.deadline() {
                     silent.as_mut().reset(grace);
+                    silent_registered = false;
                 }
                 silent_armed = true;
             }
@@ -182,12 +228,31 @@ pub(crate) async fn drive<C: GracefulConnection>(
             connection.as_mut().graceful_shutdown();
             shutting_down = true;
         }
-        if silent_armed
-            && state.protocol() == Protocol::Unknown
-            && silent.as_mut().poll(cx).is_ready()
-        {
-            tracing::debug!("closing a connection that sent no request");
-            return Poll::Ready(Finished::Silent);
+        // A timer's poll is not free: look only when it has fired, or has not yet been
+        // polled (registered) with this task's waker.
+        while silent_armed && (!silent_registered || silent.is_elapsed()) {
+            silent_registered = true;
+            if silent.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            let protocol = state.protocol();
+            if seen_stopping && protocol == Protocol::Unknown {
+                tracing::debug!(
+                    "closing a connection that sent no request by the end of its grace"
+                );
+                return Poll::Ready(Finished::Silent);
+            }
+            let Some(waiting) = waiting.as_mut().filter(|_| protocol != Protocol::Http2) else {
+                // HTTP/2 has no header-read timeout (nor does a grace without one).
+                silent_armed = false;
+                break;
+            };
+            if waiting.tick(state) {
+                tracing::debug!("closing a connection that sent no complete request in time");
+                return Poll::Ready(Finished::Silent);
+            }
+            silent.as_mut().reset(Instant::now() + waiting.tick);
+            silent_registered = false;
         }
         Poll::Pending
     })
@@ -359,17 +424,114 @@ mod tests {
         assert_pending!(drive.poll());
     }
 
+    /// Advance the paused clock in 250 ms steps for `seconds`, polling `drive` at each
+    /// step (a task's timers fire only when it is polled); the time at which it finished,
+    /// if it did. `each_step` plays the client and the service.
+    async fn run_for<F: Future<Output = Finished>>(
+        drive: &mut task::Spawn<F>,
+        seconds: u64,
+        mut each_step: impl FnMut(Duration),
+    ) -> Option<(Duration, Finished)> {
+        let start = Instant::now();
+        let step = Duration::from_millis(250);
+        while start.elapsed() < Duration::from_secs(seconds) {
+            tokio::time::advance(step).await;
+            each_step(start.elapsed());
+            if let Poll::Ready(finished) = drive.poll() {
+                return Some((start.elapsed(), finished));
+            }
+        }
+        None
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn closed_within_a_quarter_more(closed: Option<(Duration, Finished)>) {
+        let (at, finished) = closed.expect("closed");
+        assert_eq!(finished, Finished::Silent);
+        assert!(
+            at > TIMEOUT && at <= TIMEOUT + TIMEOUT / 4,
+            "closed after {at:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_connection_that_never_speaks_is_closed_at_the_header_read_timeout() {
-        let server = server(Some(Duration::from_secs(30)));
+    async fn a_connection_that_never_speaks_is_closed_after_the_header_read_timeout() {
+        let server = server(Some(TIMEOUT));
         let state = state(Protocol::Unknown);
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        tokio::time::advance(Duration::from_secs(29)).await;
+        closed_within_a_quarter_more(run_for(&mut drive, 60, |_| {}).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_sent_too_slowly_close_the_connection() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_ready_eq!(drive.poll(), Finished::Silent);
+        // A byte now and then (slowloris), never a whole request: nothing is dispatched.
+        let trickle = |_: Duration| state.simulate(true, false);
+        closed_within_a_quarter_more(run_for(&mut drive, 60, trickle).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        // One request, answered at once; then nothing.
+        state.request_dispatched();
+        state.request_ended();
+        closed_within_a_quarter_more(run_for(&mut drive, 60, |_| {}).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_keeps_its_connection_past_the_timeout() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        // A slow handler: dispatched, its response takes 100 s.
+        state.request_dispatched();
+        assert_eq!(run_for(&mut drive, 100, |_| {}).await, None);
+        // Once it ends, the connection waits for its client again, for one timeout.
+        state.request_ended();
+        closed_within_a_quarter_more(run_for(&mut drive, 60, |_| {}).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_requests_coming_is_left_open() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        // A request every 20 s, each answered at once: always well within the timeout.
+        let mut next = Duration::from_secs(20);
+        let client = |now: Duration| {
+            if now >= next {
+                state.request_dispatched();
+                state.request_ended();
+                next += Duration::from_secs(20);
+            }
+        };
+        assert_eq!(run_for(&mut drive, 300, client).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_have_no_header_read_timeout() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http2);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        assert_eq!(run_for(&mut drive, 120, |_| {}).await, None);
     }
 
     #[tokio::test(start_paused = true)]

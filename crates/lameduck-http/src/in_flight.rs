@@ -14,6 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::InFlightBody;
+use crate::io::ConnectionState;
 use crate::phase::PhaseWatch;
 use crate::signal::ShutdownSignal;
 
@@ -152,6 +153,7 @@ impl<S> Layer<S> for InFlightLayer {
         InFlight {
             inner,
             shared: Arc::clone(&self.shared),
+            connection: None,
         }
     }
 }
@@ -161,6 +163,43 @@ impl<S> Layer<S> for InFlightLayer {
 pub struct InFlight<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// Set by [`Server`](crate::Server), which serves one clone per connection: the
+    /// connection learns when a request is dispatched and when its response has ended.
+    connection: Option<Arc<ConnectionState>>,
+}
+
+impl<S> InFlight<S> {
+    /// This service, reporting to one connection's state as well.
+    pub(crate) fn for_connection(mut self, connection: Arc<ConnectionState>) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+}
+
+/// What keeps a request counted: the lifecycle's guard and, under [`Server`](crate::Server),
+/// the connection's count of requests in progress. Dropping it ends the request.
+#[derive(Debug)]
+pub(crate) struct RequestGuard {
+    _in_flight: ActivityGuard,
+    connection: Option<Arc<ConnectionState>>,
+}
+
+impl RequestGuard {
+    #[cfg(test)]
+    pub(crate) fn new(in_flight: ActivityGuard) -> Self {
+        Self {
+            _in_flight: in_flight,
+            connection: None,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if let Some(connection) = &self.connection {
+            connection.request_ended();
+        }
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlight<S>
@@ -187,7 +226,13 @@ where
             };
         }
         // Counted before the service sees the request, so that Stopping cannot miss it.
-        let guard = shared.requests.enter();
+        let guard = RequestGuard {
+            _in_flight: shared.requests.enter(),
+            connection: self.connection.clone(),
+        };
+        if let Some(connection) = &self.connection {
+            connection.request_dispatched();
+        }
         if shared.insert_signal {
             req.extensions_mut().insert(shared.signal.clone());
         }
@@ -227,7 +272,7 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            guard: Option<ActivityGuard>,
+            guard: Option<RequestGuard>,
             shared: Arc<Shared>,
             http1: bool,
         },

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -67,6 +67,10 @@ pub(crate) struct ConnectionState {
     cut: AtomicBool,
     /// Whoever waits on the stream, woken when it is cut.
     wakers: Mutex<[Option<Waker>; 2]>,
+    /// Requests handed to the service, and requests whose response has ended (or was
+    /// dropped): equal when no request is in progress. Counted by the in-flight layer.
+    dispatched: AtomicU32,
+    ended: AtomicU32,
     /// Whether the stream (hence the connection) still exists.
     open: AtomicBool,
     closed: Notify,
@@ -114,6 +118,23 @@ impl ConnectionState {
     /// From now on, a read that the runtime would leave pending asks the kernel instead.
     pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// A request was handed to the service.
+    pub(crate) fn request_dispatched(&self) {
+        self.dispatched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request's response ended (or was dropped unfinished).
+    pub(crate) fn request_ended(&self) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests have been dispatched, and whether one is in progress.
+    pub(crate) fn requests(&self) -> (u32, bool) {
+        let ended = self.ended.load(Ordering::Relaxed);
+        let dispatched = self.dispatched.load(Ordering::Relaxed);
+        (dispatched, dispatched != ended)
     }
 
     /// Whether the stream still exists (after hyper is done with the connection: it was

@@ -20,14 +20,14 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::connection::{ServerShared, serve_connection};
-use crate::in_flight::InFlightLayer;
+use crate::in_flight::{InFlight, InFlightLayer};
 use crate::io::Protocols;
 use crate::listener::{Listener, is_connection_error};
 use crate::panic::CatchPanic;
 use crate::phase::PhaseWatch;
 
-/// Default time a client has to send a request's headers (and, before any byte, to send
-/// anything at all) before its connection is closed.
+/// Default time an HTTP/1 connection may wait for its client with no request in progress
+/// (nothing sent yet, headers incomplete, idle between requests) before it is closed.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default time a connection that has sent nothing yet when Stopping begins is given to
@@ -158,7 +158,12 @@ impl<L, S> Server<L, S> {
     /// A server of `service` on `listener`, following `lifecycle`.
     pub fn new(listener: L, service: S, lifecycle: &Lifecycle) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
+        // The header-read timeout is the server's own (connection.rs): hyper's default
+        // would arm a timer for every request.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         Self {
             listener,
@@ -173,14 +178,14 @@ impl<L, S> Server<L, S> {
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
     }
 
-    /// How long a client may take to send a request's headers, and a new connection to
-    /// send anything at all; `None` for no limit. Default
-    /// [`DEFAULT_HEADER_READ_TIMEOUT`].
+    /// How long an HTTP/1 connection may wait for its client with no request in progress:
+    /// a new connection to send anything at all, a client to finish sending a request's
+    /// headers, a keep-alive connection to send its next request. Past it the connection is
+    /// closed (after at most a quarter of the timeout more: it is checked on a coarse
+    /// timer, one per connection, rather than a timer per request). `None` for no limit.
+    /// Default [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.header_read_timeout = timeout.into();
-        self.builder
-            .http1()
-            .header_read_timeout(self.header_read_timeout);
         self
     }
 
@@ -282,7 +287,12 @@ where
         if self.insert_shutdown_signal {
             layer = layer.insert_shutdown_signal();
         }
-        let service = TowerToHyperService::new(layer.layer(CatchPanic::new(self.service)));
+        let service = layer.layer(CatchPanic::new(self.service));
+        // One clone per connection, reporting to that connection's state.
+        let for_connection = move |service: &InFlight<CatchPanic<S>>| {
+            let service = service.clone();
+            move |state| TowerToHyperService::new(service.for_connection(state))
+        };
         let shared = Arc::new(ServerShared {
             builder: self.builder,
             protocols: self.protocols,
@@ -314,7 +324,7 @@ where
                         Ok((io, addr)) => {
                             tracing::trace!(?addr, "connection accepted");
                             connections.spawn(serve_connection::<L, _, _>(
-                                io, service.clone(), Arc::clone(&shared),
+                                io, for_connection(&service), Arc::clone(&shared),
                             ));
                         }
                         Err(error) if is_connection_error(&error) => {}
@@ -339,7 +349,7 @@ where
                 tracing::trace!(?addr, "queued connection accepted");
                 connections.spawn(serve_connection::<L, _, _>(
                     io,
-                    service.clone(),
+                    for_connection(&service),
                     Arc::clone(&shared),
                 ));
             }
