@@ -141,7 +141,8 @@ impl WaitingForClient {
     /// One tick; true when the connection has waited for its client too long.
     fn tick(&mut self, state: &ConnectionState) -> bool {
         let (dispatched, in_progress) = state.requests();
-        if in_progress || dispatched != self.last_dispatched {
+        let writing = state.take_write_activity();
+        if in_progress || writing || dispatched != self.last_dispatched {
             self.last_dispatched = dispatched;
             self.idle_ticks = 0;
             return false;
@@ -165,12 +166,14 @@ pub(crate) async fn drive<C: GracefulConnection>(
     // task's waker is not the one they hold (see `phase`).
     let mut events_seen: Option<u32> = None;
     let mut registered: Option<Waker> = None;
-    // The header-read timeout (see `WaitingForClient`) and, at Stopping, the grace of a
-    // connection that has sent nothing: one timer, polled only when it may have fired.
+    // The header-read timeout's ticks (see `WaitingForClient`) and, at Stopping, the end
+    // of the grace of a connection that has sent nothing: one timer set to the earlier of
+    // the two, polled only when it may have fired.
     let mut waiting = server.header_read_timeout.map(WaitingForClient::new);
+    let mut next_tick = Instant::now() + waiting.as_ref().map_or(Duration::ZERO, |w| w.tick);
+    let mut grace_ends: Option<Instant> = None;
     let mut silent_armed = waiting.is_some();
-    let first_tick = waiting.as_ref().map_or(Duration::ZERO, |w| w.tick);
-    let mut silent = pin!(sleep_until(Instant::now() + first_tick));
+    let mut silent = pin!(sleep_until(next_tick));
     let mut silent_registered = false;
     let mut seen_draining = false;
     let mut seen_stopping = false;
@@ -195,6 +198,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
             state.set_stopping();
             if state.protocol() == Protocol::Unknown {
                 let grace = Instant::now() + server.first_request_grace;
+                grace_ends = Some(grace);
                 if !silent_armed || grace < silent.deadline() {
                     silent.as_mut().reset(grace);
                     silent_registered = false;
@@ -235,23 +239,38 @@ pub(crate) async fn drive<C: GracefulConnection>(
             if silent.as_mut().poll(cx).is_pending() {
                 break;
             }
+            let fired_at = silent.deadline();
             let protocol = state.protocol();
-            if seen_stopping && protocol == Protocol::Unknown {
+            let in_grace = protocol == Protocol::Unknown && grace_ends.is_some();
+            if in_grace && grace_ends.is_some_and(|end| fired_at >= end) {
                 tracing::debug!(
                     "closing a connection that sent no request by the end of its grace"
                 );
                 return Poll::Ready(Finished::Silent);
             }
-            let Some(waiting) = waiting.as_mut().filter(|_| protocol != Protocol::Http2) else {
-                // HTTP/2 has no header-read timeout (nor does a grace without one).
-                silent_armed = false;
-                break;
-            };
-            if waiting.tick(state) {
-                tracing::debug!("closing a connection that sent no complete request in time");
-                return Poll::Ready(Finished::Silent);
+            // HTTP/2 has no header-read timeout.
+            let ticking = waiting.as_mut().filter(|_| protocol != Protocol::Http2);
+            let ticks = ticking.is_some();
+            if let Some(waiting) = ticking
+                && fired_at >= next_tick
+            {
+                if waiting.tick(state) {
+                    tracing::debug!("closing a connection that sent no complete request in time");
+                    return Poll::Ready(Finished::Silent);
+                }
+                // From the deadline, not from now: late wake-ups must not add up.
+                next_tick += waiting.tick;
             }
-            silent.as_mut().reset(Instant::now() + waiting.tick);
+            let next = match (ticks, grace_ends.filter(|_| in_grace)) {
+                (true, Some(end)) => next_tick.min(end),
+                (true, None) => next_tick,
+                (false, Some(end)) => end,
+                (false, None) => {
+                    silent_armed = false;
+                    break;
+                }
+            };
+            silent.as_mut().reset(next);
             silent_registered = false;
         }
         Poll::Pending
@@ -424,6 +443,24 @@ mod tests {
         assert_pending!(drive.poll());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_due_before_the_grace_ends_does_not_shorten_it() {
+        // Ticks every 3.75 s; Stopping at 3.25 s: the grace ends at 4.25 s, after a tick.
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Unknown);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        tokio::time::advance(Duration::from_millis(3250)).await;
+        assert_pending!(drive.poll());
+        server.phase.set(State::Stopping);
+        assert_pending!(drive.poll());
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_pending!(drive.poll());
+        tokio::time::advance(Duration::from_millis(101)).await;
+        assert_ready_eq!(drive.poll(), Finished::Silent);
+    }
+
     /// Advance the paused clock in 250 ms steps for `seconds`, polling `drive` at each
     /// step (a task's timers fire only when it is polled); the time at which it finished,
     /// if it did. `each_step` plays the client and the service.
@@ -522,6 +559,39 @@ mod tests {
             }
         };
         assert_eq!(run_for(&mut drive, 300, client).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_keeps_its_connection() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        // The body has ended (hyper holds the rest), and bytes go out to a slow reader.
+        state.request_dispatched();
+        state.request_ended();
+        let slow_reader = |_: Duration| state.simulate_write(false);
+        assert_eq!(run_for(&mut drive, 100, slow_reader).await, None);
+        // A client that stops reading: the write waits, the connection is not idle.
+        state.simulate_write(true);
+        assert_eq!(run_for(&mut drive, 100, |_| {}).await, None);
+        // Everything sent: one timeout later, it is closed.
+        state.simulate_write(false);
+        closed_within_a_quarter_more(run_for(&mut drive, 60, |_| {}).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_the_service_keeps_its_connection() {
+        let server = server(Some(TIMEOUT));
+        let state = state(Protocol::Http1);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        state.set_awaiting_service(true);
+        assert_eq!(run_for(&mut drive, 100, |_| {}).await, None);
+        state.set_awaiting_service(false);
+        closed_within_a_quarter_more(run_for(&mut drive, 60, |_| {}).await);
     }
 
     #[tokio::test(start_paused = true)]

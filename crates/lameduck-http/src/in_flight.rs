@@ -154,6 +154,7 @@ impl<S> Layer<S> for InFlightLayer {
             inner,
             shared: Arc::clone(&self.shared),
             connection: None,
+            awaiting_service: false,
         }
     }
 }
@@ -166,6 +167,8 @@ pub struct InFlight<S> {
     /// Set by [`Server`](crate::Server), which serves one clone per connection: the
     /// connection learns when a request is dispatched and when its response has ended.
     connection: Option<Arc<ConnectionState>>,
+    /// This clone told the connection that its request waits for `inner` to be ready.
+    awaiting_service: bool,
 }
 
 impl<S> InFlight<S> {
@@ -211,7 +214,17 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        let ready = self.inner.poll_ready(cx);
+        // hyper asks for readiness only once it has read a request (each request is served
+        // by a clone, through `Oneshot`): a pending answer means the request waits in the
+        // service (a concurrency limit, a buffer), not that the client is silent.
+        if let Some(connection) = &self.connection
+            && ready.is_pending() != self.awaiting_service
+        {
+            self.awaiting_service = ready.is_pending();
+            connection.set_awaiting_service(self.awaiting_service);
+        }
+        ready
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
@@ -226,13 +239,16 @@ where
             };
         }
         // Counted before the service sees the request, so that Stopping cannot miss it.
-        let guard = RequestGuard {
-            _in_flight: shared.requests.enter(),
-            connection: self.connection.clone(),
-        };
-        if let Some(connection) = &self.connection {
+        // The connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2
+        // has none, and its streams run on other threads than the connection's task).
+        let connection = self.connection.as_ref().filter(|_| http1);
+        if let Some(connection) = connection {
             connection.request_dispatched();
         }
+        let guard = RequestGuard {
+            _in_flight: shared.requests.enter(),
+            connection: connection.cloned(),
+        };
         if shared.insert_signal {
             req.extensions_mut().insert(shared.signal.clone());
         }

@@ -51,6 +51,10 @@ impl Protocols {
     }
 }
 
+const WRITES_NONE: u8 = 0;
+const WRITES_PROGRESSED: u8 = 1;
+const WRITES_PENDING: u8 = 2;
+
 /// What a connection's task and its stream share.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionState {
@@ -71,6 +75,14 @@ pub(crate) struct ConnectionState {
     /// dropped): equal when no request is in progress. Counted by the in-flight layer.
     dispatched: AtomicU32,
     ended: AtomicU32,
+    /// A request is waiting for the service to be ready (its `poll_ready` is pending): it
+    /// has been read, so the connection is not waiting for its client.
+    awaiting_service: AtomicBool,
+    /// What the connection has written since the header-read timeout last looked: one of
+    /// `WRITES_NONE`, `WRITES_PROGRESSED` (bytes went out) or `WRITES_PENDING` (a write
+    /// waits for the client to read). A response still going out after its body ended is
+    /// not a connection waiting for its client.
+    writes: AtomicU8,
     /// Whether the stream (hence the connection) still exists.
     open: AtomicBool,
     closed: Notify,
@@ -130,11 +142,41 @@ impl ConnectionState {
         self.ended.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many requests have been dispatched, and whether one is in progress.
+    /// How many requests have been dispatched, and whether one is in progress (including
+    /// one read but still waiting for the service to be ready).
     pub(crate) fn requests(&self) -> (u32, bool) {
         let ended = self.ended.load(Ordering::Relaxed);
         let dispatched = self.dispatched.load(Ordering::Relaxed);
-        (dispatched, dispatched != ended)
+        let awaiting_service = self.awaiting_service.load(Ordering::Relaxed);
+        (dispatched, dispatched != ended || awaiting_service)
+    }
+
+    /// A request has been read and waits for the service to be ready, or no longer does.
+    pub(crate) fn set_awaiting_service(&self, awaiting: bool) {
+        self.awaiting_service.store(awaiting, Ordering::Relaxed);
+    }
+
+    /// Whether bytes went out, or a write was waiting for the client, since the last call.
+    pub(crate) fn take_write_activity(&self) -> bool {
+        match self.writes.load(Ordering::Relaxed) {
+            WRITES_NONE => false,
+            WRITES_PROGRESSED => {
+                self.writes.store(WRITES_NONE, Ordering::Relaxed);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// What a write on the stream would record.
+    #[cfg(test)]
+    pub(crate) fn simulate_write(&self, pending: bool) {
+        let value = if pending {
+            WRITES_PENDING
+        } else {
+            WRITES_PROGRESSED
+        };
+        self.writes.store(value, Ordering::Relaxed);
     }
 
     /// Whether the stream still exists (after hyper is done with the connection: it was
@@ -323,9 +365,15 @@ impl<L: Listener> TrackedIo<L> {
             Poll::Ready(Ok(n)) if *n > 0 => {
                 self.state.request_begun.store(false, Ordering::Relaxed);
                 self.state.quiet.store(false, Ordering::Relaxed);
+                self.state
+                    .writes
+                    .store(WRITES_PROGRESSED, Ordering::Relaxed);
                 false
             }
-            Poll::Pending => self.wait(1, cx.waker()),
+            Poll::Pending => {
+                self.state.writes.store(WRITES_PENDING, Ordering::Relaxed);
+                self.wait(1, cx.waker())
+            }
             _ => false,
         }
     }

@@ -182,8 +182,14 @@ impl<L, S> Server<L, S> {
     /// a new connection to send anything at all, a client to finish sending a request's
     /// headers, a keep-alive connection to send its next request. Past it the connection is
     /// closed (after at most a quarter of the timeout more: it is checked on a coarse
-    /// timer, one per connection, rather than a timer per request). `None` for no limit.
-    /// Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    /// timer, one per connection, rather than a timer per request). A connection is not
+    /// waiting for its client while a request is handled, waits for the service to be
+    /// ready, or while its response is still being written (a large body to a slow
+    /// reader). `None` for no limit. Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    ///
+    /// HTTP/2 connections are not covered: an idle HTTP/2 connection stays open until the
+    /// client closes it or draining sends it GOAWAY (hyper's HTTP/2 keep-alive pings,
+    /// through [`configure_hyper`](Self::configure_hyper), close one whose client is gone).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.header_read_timeout = timeout.into();
         self
@@ -237,7 +243,9 @@ impl<L, S> Server<L, S> {
     }
 
     /// Configure hyper further (HTTP/2 stream limits, keep-alive pings, buffer sizes...).
-    /// The lifecycle behaviour stays as documented; leave the timers in place.
+    /// The lifecycle behaviour stays as documented; leave the timers in place. Use
+    /// [`header_read_timeout`](Self::header_read_timeout) rather than hyper's
+    /// `http1().header_read_timeout(..)`, which would arm a timer for every request again.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
