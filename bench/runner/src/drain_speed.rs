@@ -11,6 +11,10 @@
 //!   gone, and that every request got its answer.
 //!
 //! lameduck is `orders` (it has `/work`), the baseline `baseline-axum`.
+//!
+//! The floor: the baseline with the same idle connections, killed with SIGKILL. No server
+//! can exit faster than the kernel tears down its process and sockets (and, on loopback,
+//! the clients' sides of them on the same cores), which `waitpid` waits for.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::overhead::median;
 use crate::process::{Bins, Service, Side, Spec, ms};
+use nix::sys::signal::Signal;
 
 const READY_WITHIN: Duration = Duration::from_secs(15);
 
@@ -50,7 +55,7 @@ impl Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct IdleTrial {
     pub(crate) opened: usize,
-    /// SIGTERM → exit (waitpid), ms.
+    /// SIGTERM (SIGKILL for the floor) → exit (waitpid), ms.
     pub(crate) sigterm_to_exit_ms: f64,
     /// SIGTERM → the client saw every connection closed, ms.
     pub(crate) sigterm_to_all_closed_ms: Option<f64>,
@@ -93,6 +98,14 @@ pub(crate) struct Outcome {
     pub(crate) settings: Settings,
     pub(crate) lameduck: SideOutcome,
     pub(crate) baseline: SideOutcome,
+    /// The baseline with the same idle connections, SIGKILL → exit.
+    #[serde(default)]
+    pub(crate) floor: Vec<IdleTrial>,
+    #[serde(default)]
+    pub(crate) floor_median_exit_ms: f64,
+    /// lameduck's own account of how long Stopping took, idle connections (median).
+    #[serde(default)]
+    pub(crate) lameduck_idle_median_stopping_ms: Option<f64>,
 }
 
 pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome> {
@@ -101,10 +114,11 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
         new_side(Side::Lameduck, "orders"),
         new_side(Side::Baseline, "baseline-axum"),
     ];
+    let mut floor = Vec::new();
     for n in 0..settings.trials {
         for outcome in sides.iter_mut() {
             let side = outcome.side;
-            let trial = idle(&spec(bins, side, dir)?, &settings, dir)
+            let trial = idle(&spec(bins, side, dir)?, &settings, dir, Signal::SIGTERM)
                 .await
                 .with_context(|| format!("{} idle connections, trial {}", side.label(), n + 1))?;
             eprintln!(
@@ -119,6 +133,19 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
             );
             outcome.idle.push(trial);
         }
+        let trial = idle(
+            &spec(bins, Side::Baseline, dir)?,
+            &settings,
+            dir,
+            Signal::SIGKILL,
+        )
+        .await
+        .with_context(|| format!("floor (SIGKILL) idle connections, trial {}", n + 1))?;
+        eprintln!(
+            "  [4] floor    {} idle connections: SIGKILL→exit {:.1} ms",
+            trial.opened, trial.sigterm_to_exit_ms
+        );
+        floor.push(trial);
         for outcome in sides.iter_mut() {
             let side = outcome.side;
             let trial = slow(&spec(bins, side, dir)?, &settings, dir)
@@ -151,10 +178,21 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
         );
     }
     let [lameduck, baseline] = sides;
+    let floor_median_exit_ms = median(floor.iter().map(|t| t.sigterm_to_exit_ms).collect());
+    let stopping: Vec<f64> = lameduck
+        .idle
+        .iter()
+        .filter_map(|t| t.stopping_ms.map(|ms| ms as f64))
+        .collect();
+    let lameduck_idle_median_stopping_ms =
+        (stopping.len() == lameduck.idle.len()).then(|| median(stopping));
     Ok(Outcome {
         settings,
         lameduck,
         baseline,
+        floor,
+        floor_median_exit_ms,
+        lameduck_idle_median_stopping_ms,
     })
 }
 
@@ -203,12 +241,13 @@ pub(crate) async fn open_idle(service: &Service, count: usize) -> Result<IdleCon
     Ok(idle)
 }
 
-async fn idle(spec: &Spec, settings: &Settings, dir: &Path) -> Result<IdleTrial> {
+/// `signal` → exit with the idle connections open (SIGTERM, or SIGKILL for the floor).
+async fn idle(spec: &Spec, settings: &Settings, dir: &Path, signal: Signal) -> Result<IdleTrial> {
     let service = spec.start(dir, READY_WITHIN).await?;
     let idle = open_idle(&service, settings.idle_connections).await?;
     // Let every connection settle into its idle state on the server.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = service.sigterm()?;
+    let sent = service.signal(signal)?;
     let (exit, all_closed) = tokio::join!(service.wait_exit(Duration::from_secs(30)), async {
         tokio::time::timeout(Duration::from_secs(35), idle.wait_all_closed())
             .await

@@ -331,18 +331,54 @@ fn rows(r: &Results) -> Vec<Row> {
                 thousands(s.idle_connections as u64),
                 s.trials
             ),
-            lameduck: format!("{:.1} ms", o.lameduck.idle_median_exit_ms),
+            lameduck: match o.lameduck_idle_median_stopping_ms {
+                Some(stopping) => format!(
+                    "{:.1} ms (its report: Stopping {stopping:.0} ms)",
+                    o.lameduck.idle_median_exit_ms
+                ),
+                None => format!("{:.1} ms", o.lameduck.idle_median_exit_ms),
+            },
             baseline: format!("{:.1} ms", o.baseline.idle_median_exit_ms),
             goal: "≤ 50 ms after Stopping with 10,000 idle connections".to_owned(),
             status: {
                 let met = Status::of(o.lameduck.idle_median_exit_ms <= 50.0).word();
-                if s.idle_connections < 10_000 {
-                    format!("{met} (quick mode: {} connections)", thousands(s.idle_connections as u64))
+                let floor = if o.floor.is_empty() {
+                    String::new()
                 } else {
+                    format!(
+                        "; the floor (SIGKILL, next row) is {:.1} ms",
+                        o.floor_median_exit_ms
+                    )
+                };
+                if s.idle_connections < 10_000 {
+                    format!(
+                        "{met} (quick mode: {} connections{floor})",
+                        thousands(s.idle_connections as u64)
+                    )
+                } else if floor.is_empty() {
                     met.to_owned()
+                } else {
+                    format!("{met}{floor}")
                 }
             },
         });
+        if !o.floor.is_empty() {
+            rows.push(Row {
+                part: "4",
+                what: format!(
+                    "Floor: the baseline with the same {} idle connections, SIGKILL → exit (waitpid): the kernel tearing down the process and its sockets, which no graceful exit can beat; median of {}",
+                    thousands(s.idle_connections as u64),
+                    o.floor.len()
+                ),
+                lameduck: "—".to_owned(),
+                baseline: format!("{:.1} ms", o.floor_median_exit_ms),
+                goal: "—".to_owned(),
+                status: format!(
+                    "lameduck's exit {:+.1} ms beyond it",
+                    o.lameduck.idle_median_exit_ms - o.floor_median_exit_ms
+                ),
+            });
+        }
         let slow = |side: &crate::drain_speed::SideOutcome| {
             let ok: u64 = side.slow.iter().map(|t| t.ok).sum();
             let all: usize = side.slow.iter().map(|t| t.requests).sum();
@@ -530,6 +566,18 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
                     t.sigterm_to_exit_ms,
                     t.exit_code
                 );
+            }
+            if side.side == crate::process::Side::Baseline {
+                for (n, t) in o.floor.iter().enumerate() {
+                    let _ = writeln!(
+                        csv,
+                        "floor_sigkill,idle,{},{},{:.2},,,,{}",
+                        n + 1,
+                        t.opened,
+                        t.sigterm_to_exit_ms,
+                        t.exit_code
+                    );
+                }
             }
             for (n, t) in side.slow.iter().enumerate() {
                 let _ = writeln!(
