@@ -256,6 +256,18 @@ async fn json_on_accept_application_json() {
         reply.json(),
         serde_json::json!({"status": "failed", "checks": [{"name": "db", "ok": false}]})
     );
+    let reply = get_json(addr, "/readyz/nope").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"status": "not_found", "error": "no readiness check named \"nope\""})
+    );
+    let reply = get(addr, "/livez/db").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (404, "no liveness check named \"db\"\n")
+    );
     let reply = request(addr, "HEAD", "/livez", &[("Accept", "application/json")]).await;
     assert_eq!(
         (

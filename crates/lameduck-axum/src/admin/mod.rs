@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use axum::routing::get;
 use lameduck::{CheckKind, Lifecycle};
 
@@ -235,10 +235,6 @@ async fn health_one(
             &options,
             admin.expose_details,
         ),
-        None => (
-            StatusCode::NOT_FOUND,
-            format!("no {kind} check named {name:?}\n"),
-        )
-            .into_response(),
+        None => render::unknown_check(kind, &name, &options),
     }
 }

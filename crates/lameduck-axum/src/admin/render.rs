@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lameduck::CheckResult;
+use lameduck::{CheckKind, CheckResult};
 
 use super::Options;
 
@@ -43,6 +43,23 @@ pub(super) fn respond(
             expose_details,
         );
         (status, body).into_response()
+    }
+}
+
+/// 404 for `/readyz/NAME` (and siblings) when no check of `kind` is named `name`; JSON
+/// (`{"status":"not_found","error":..}`) when the request asked for it, like every answer.
+pub(super) fn unknown_check(kind: CheckKind, name: &str, options: &Options) -> Response {
+    let error = format!("no {kind} check named {name:?}");
+    if options.json {
+        let body = serde_json::json!({"status": "not_found", "error": error}).to_string();
+        let mut response = (StatusCode::NOT_FOUND, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    } else {
+        (StatusCode::NOT_FOUND, error + "\n").into_response()
     }
 }
 
