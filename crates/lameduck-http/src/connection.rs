@@ -241,8 +241,9 @@ pub(crate) async fn drive<C: GracefulConnection>(
             }
             let fired_at = silent.deadline();
             let protocol = state.protocol();
-            let in_grace = protocol == Protocol::Unknown && grace_ends.is_some();
-            if in_grace && grace_ends.is_some_and(|end| fired_at >= end) {
+            // The grace matters only until the client has said something.
+            let grace = grace_ends.filter(|_| protocol == Protocol::Unknown);
+            if grace.is_some_and(|end| fired_at >= end) {
                 tracing::debug!(
                     "closing a connection that sent no request by the end of its grace"
                 );
@@ -261,7 +262,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
                 // From the deadline, not from now: late wake-ups must not add up.
                 next_tick += waiting.tick;
             }
-            let next = match (ticks, grace_ends.filter(|_| in_grace)) {
+            let next = match (ticks, grace) {
                 (true, Some(end)) => next_tick.min(end),
                 (true, None) => next_tick,
                 (false, Some(end)) => end,
