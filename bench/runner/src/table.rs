@@ -355,8 +355,6 @@ fn rows(r: &Results) -> Vec<Row> {
                         "{met} (quick mode: {} connections{floor})",
                         thousands(s.idle_connections as u64)
                     )
-                } else if floor.is_empty() {
-                    met.to_owned()
                 } else {
                     format!("{met}{floor}")
                 }
@@ -555,9 +553,13 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
         let mut csv = String::from(
             "side,situation,trial,count,sigterm_to_exit_ms,last_response_to_exit_ms,ok,failed,exit_code\n",
         );
-        for side in [&o.lameduck, &o.baseline] {
-            let label = side.side.label();
-            for (n, t) in side.idle.iter().enumerate() {
+        let idle = [
+            (o.lameduck.side.label(), &o.lameduck.idle),
+            (o.baseline.side.label(), &o.baseline.idle),
+            ("floor_sigkill", &o.floor),
+        ];
+        for (label, trials) in idle {
+            for (n, t) in trials.iter().enumerate() {
                 let _ = writeln!(
                     csv,
                     "{label},idle,{},{},{:.2},,,,{}",
@@ -567,18 +569,9 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
                     t.exit_code
                 );
             }
-            if side.side == crate::process::Side::Baseline {
-                for (n, t) in o.floor.iter().enumerate() {
-                    let _ = writeln!(
-                        csv,
-                        "floor_sigkill,idle,{},{},{:.2},,,,{}",
-                        n + 1,
-                        t.opened,
-                        t.sigterm_to_exit_ms,
-                        t.exit_code
-                    );
-                }
-            }
+        }
+        for side in [&o.lameduck, &o.baseline] {
+            let label = side.side.label();
             for (n, t) in side.slow.iter().enumerate() {
                 let _ = writeln!(
                     csv,
