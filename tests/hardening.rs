@@ -1,0 +1,1 @@
+//! Black-box regression tests for the hardening defects (being written).

@@ -1,0 +1,1 @@
+//! The shutdown watchdog, black-box (being written).
