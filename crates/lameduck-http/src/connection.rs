@@ -152,6 +152,24 @@ impl WaitingForClient {
     }
 }
 
+/// `from + after`, but never further than about 30 years (as tokio caps `sleep`): the
+/// header-read timeout and the first-request grace are not bounded, and `Instant +
+/// Duration` panics when the sum does not fit the clock. A longer one means "never".
+fn deadline_after(from: Instant, after: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    let mut after = after.min(FAR_FUTURE);
+    // Halving ends at zero, and `from + 0` always fits.
+    loop {
+        if let Some(at) = from.checked_add(after) {
+            return at;
+        }
+        if after.is_zero() {
+            return from;
+        }
+        after /= 2;
+    }
+}
+
 /// Drive `connection` through the lifecycle's phases; see the module docs.
 pub(crate) async fn drive<C: GracefulConnection>(
     mut connection: Pin<&mut C>,
@@ -170,7 +188,10 @@ pub(crate) async fn drive<C: GracefulConnection>(
     // of the grace of a connection that has sent nothing: one timer set to the earlier of
     // the two, polled only when it may have fired.
     let mut waiting = server.header_read_timeout.map(WaitingForClient::new);
-    let mut next_tick = Instant::now() + waiting.as_ref().map_or(Duration::ZERO, |w| w.tick);
+    let mut next_tick = deadline_after(
+        Instant::now(),
+        waiting.as_ref().map_or(Duration::ZERO, |w| w.tick),
+    );
     let mut grace_ends: Option<Instant> = None;
     let mut silent_armed = waiting.is_some();
     let mut silent = pin!(sleep_until(next_tick));
@@ -197,7 +218,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
             // Before hyper reads again: what the kernel holds must be seen, not guessed.
             state.set_stopping();
             if state.protocol() == Protocol::Unknown {
-                let grace = Instant::now() + server.first_request_grace;
+                let grace = deadline_after(Instant::now(), server.first_request_grace);
                 grace_ends = Some(grace);
                 if !silent_armed || grace < silent.deadline() {
                     silent.as_mut().reset(grace);
@@ -260,7 +281,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
                     return Poll::Ready(Finished::Silent);
                 }
                 // From the deadline, not from now: late wake-ups must not add up.
-                next_tick += waiting.tick;
+                next_tick = deadline_after(next_tick, waiting.tick);
             }
             let next = match (ticks, grace) {
                 (true, Some(end)) => next_tick.min(end),
@@ -616,5 +637,22 @@ mod tests {
         server.phase.cut();
         assert!(drive.is_woken());
         assert_ready_eq!(drive.poll(), Finished::Cut);
+    }
+
+    /// Timeouts too long for the clock (`Server::header_read_timeout(Duration::MAX)`,
+    /// `first_request_grace(Duration::MAX)`) mean "never", not a panic in every
+    /// connection's task.
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_too_long_for_the_clock_do_not_panic() {
+        let mut server = server(Some(Duration::MAX));
+        server.first_request_grace = Duration::MAX;
+        let state = state(Protocol::Unknown);
+        let mut connection = pin!(FakeConnection::default());
+        let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+        assert_pending!(drive.poll());
+        server.phase.set(State::Stopping);
+        assert_pending!(drive.poll());
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        assert_pending!(drive.poll());
     }
 }

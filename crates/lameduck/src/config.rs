@@ -50,6 +50,29 @@ pub const DEFAULT_ADMIN_ADDR: SocketAddr =
 /// Upper bound of the automatic safety margin (see [`Config::safety_margin`]).
 pub const MAX_AUTO_SAFETY_MARGIN: Duration = Duration::from_secs(2);
 
+/// The longest grace period accepted (`LAMEDUCK_GRACE_PERIOD`, [`Builder::grace_period`]):
+/// 24 hours. Kubernetes' `terminationGracePeriodSeconds` is in practice seconds to a few
+/// hours (default 30 s; long drains of stateful workloads reach hours), so a day leaves
+/// room for every real deployment while keeping each deadline far inside what the clock
+/// can represent: a value such as `18446744073709551615s` or `500000000000y` parses, but
+/// adding it to the current instant overflows the clock and would panic in the shutdown
+/// sequence. A longer value is a [`ConfigError::DurationTooLong`].
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest lame-duck delay accepted (`LAMEDUCK_SHUTDOWN_DELAY`,
+/// [`Builder::shutdown_delay`]): [`MAX_GRACE_PERIOD`], 24 hours. Whatever is still pending
+/// at the deadline (inside the grace period) is abandoned, so a longer delay could never
+/// take effect.
+pub const MAX_SHUTDOWN_DELAY: Duration = MAX_GRACE_PERIOD;
+/// The longest drain timeout accepted (`LAMEDUCK_DRAIN_TIMEOUT`,
+/// [`Builder::drain_timeout`]): [`MAX_GRACE_PERIOD`], 24 hours, for the same reason as
+/// [`MAX_SHUTDOWN_DELAY`].
+pub const MAX_DRAIN_TIMEOUT: Duration = MAX_GRACE_PERIOD;
+/// The longest hook timeout accepted (`LAMEDUCK_HOOK_TIMEOUT`, [`Builder::hook_timeout`],
+/// and [`Hook::timeout`](crate::Hook::timeout), which caps at it): [`MAX_GRACE_PERIOD`],
+/// 24 hours. Shutdown hooks end at the deadline anyway; a startup hook that may take a
+/// day is a stuck hook.
+pub const MAX_HOOK_TIMEOUT: Duration = MAX_GRACE_PERIOD;
+
 /// A configuration value that cannot be used. Its message names the variable (or setting)
 /// and the value, so a bad deployment fails at start with a line an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +130,22 @@ pub enum ConfigError {
         grace_period: humantime::FormattedDuration,
         /// The safety margin in force.
         safety_margin: humantime::FormattedDuration,
+    },
+    /// A duration parsed (or was given in code) but is longer than its bound
+    /// ([`MAX_GRACE_PERIOD`], [`MAX_SHUTDOWN_DELAY`], [`MAX_DRAIN_TIMEOUT`],
+    /// [`MAX_HOOK_TIMEOUT`]).
+    #[error("{setting}={value:?} is too long: at most {max} ({max_secs}s) is accepted")]
+    DurationTooLong {
+        /// The variable's name (`LAMEDUCK_GRACE_PERIOD`), or the builder setting's
+        /// (`grace_period`) for a value given in code.
+        setting: &'static str,
+        /// The value as found in the variable, or the `Debug` form of the `Duration`
+        /// given in code (`18446744073709551615s`).
+        value: String,
+        /// The bound.
+        max: humantime::FormattedDuration,
+        /// The bound in whole seconds.
+        max_secs: u64,
     },
     /// A signal was listed twice in [`Builder::signals`].
     #[error("signal {0} is listed twice")]
@@ -309,7 +348,8 @@ impl Default for Builder {
 
 impl Builder {
     /// Defaults, overridden by the `LAMEDUCK_*` variables of the process environment.
-    /// A bad value is an error naming the variable and the value.
+    /// A bad value is an error naming the variable and the value; so is a duration longer
+    /// than its bound ([`MAX_GRACE_PERIOD`] and siblings, 24 h each).
     ///
     /// ```
     /// # fn main() -> Result<(), lameduck::ConfigError> {
@@ -351,24 +391,29 @@ impl Builder {
             }
             Ok(Some(value))
         };
-        let duration = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
-            read(var)?
-                .map(|value| {
-                    humantime::parse_duration(value.trim())
-                        .map_err(|source| ConfigError::InvalidDuration { var, value, source })
-                })
-                .transpose()
-        };
-        if let Some(d) = duration(ENV_SHUTDOWN_DELAY)? {
+        // Bounded here, where it is parsed: a duration that parses can still be too long
+        // for the clock (`500000000000y`), and would panic once added to an instant.
+        let duration =
+            |var: &'static str, max: Duration| -> Result<Option<Duration>, ConfigError> {
+                let Some(value) = read(var)? else {
+                    return Ok(None);
+                };
+                match humantime::parse_duration(value.trim()) {
+                    Ok(d) if d <= max => Ok(Some(d)),
+                    Ok(_) => Err(too_long(var, value, max)),
+                    Err(source) => Err(ConfigError::InvalidDuration { var, value, source }),
+                }
+            };
+        if let Some(d) = duration(ENV_SHUTDOWN_DELAY, MAX_SHUTDOWN_DELAY)? {
             builder.shutdown_delay = Some(d);
         }
-        if let Some(d) = duration(ENV_DRAIN_TIMEOUT)? {
+        if let Some(d) = duration(ENV_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT)? {
             builder.drain_timeout = d;
         }
-        if let Some(d) = duration(ENV_GRACE_PERIOD)? {
+        if let Some(d) = duration(ENV_GRACE_PERIOD, MAX_GRACE_PERIOD)? {
             builder.grace_period = d;
         }
-        if let Some(d) = duration(ENV_HOOK_TIMEOUT)? {
+        if let Some(d) = duration(ENV_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT)? {
             builder.hook_timeout = d;
         }
         if let Some(value) = read(ENV_ADMIN_ADDR)? {
@@ -401,29 +446,39 @@ impl Builder {
     }
 
     /// Lame-duck time between the trigger and closing listeners. Default: 5 s when
-    /// `KUBERNETES_SERVICE_HOST` is set (the process runs in a pod), else 0.
+    /// `KUBERNETES_SERVICE_HOST` is set (the process runs in a pod), else 0. At most
+    /// [`MAX_SHUTDOWN_DELAY`] (24 h): a longer one makes [`config`](Self::config) and
+    /// [`build`](Self::build) fail with [`ConfigError::DurationTooLong`] naming
+    /// `shutdown_delay`.
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
         self.shutdown_delay = Some(delay);
         self
     }
     /// How long in-flight requests and tracked tasks may take once listeners are closed.
-    /// Default 20 s.
+    /// Default 20 s. At most [`MAX_DRAIN_TIMEOUT`] (24 h): a longer one makes
+    /// [`config`](Self::config) and [`build`](Self::build) fail with
+    /// [`ConfigError::DurationTooLong`] naming `drain_timeout`.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
     }
-    /// The platform's grace period. Default 30 s.
+    /// The platform's grace period. Default 30 s. At most [`MAX_GRACE_PERIOD`] (24 h): a
+    /// longer one makes [`config`](Self::config) and [`build`](Self::build) fail with
+    /// [`ConfigError::DurationTooLong`] naming `grace_period`.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = grace;
         self
     }
     /// Time kept free before the platform's SIGKILL. Default: a tenth of the grace period,
-    /// at most 2 s.
+    /// at most 2 s. It must be shorter than the grace period (so it is bounded by
+    /// [`MAX_GRACE_PERIOD`] too).
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.safety_margin = Some(margin);
         self
     }
-    /// Default per-hook timeout. Default 5 s.
+    /// Default per-hook timeout. Default 5 s. At most [`MAX_HOOK_TIMEOUT`] (24 h): a
+    /// longer one makes [`config`](Self::config) and [`build`](Self::build) fail with
+    /// [`ConfigError::DurationTooLong`] naming `hook_timeout`.
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = timeout;
         self
@@ -486,8 +541,25 @@ impl Builder {
     }
 
     /// Validate the settings (errors for impossible ones, logged warnings for suspicious
-    /// ones) without building a lifecycle.
+    /// ones) without building a lifecycle. A duration longer than its bound
+    /// ([`MAX_SHUTDOWN_DELAY`], [`MAX_DRAIN_TIMEOUT`], [`MAX_GRACE_PERIOD`],
+    /// [`MAX_HOOK_TIMEOUT`]) is a [`ConfigError::DurationTooLong`] naming the setting.
     pub fn config(self) -> Result<Config, ConfigError> {
+        // Values from the environment were bounded when parsed; these catch the ones
+        // given in code, before any of them is added to an instant.
+        let bounded = [
+            ("shutdown_delay", self.shutdown_delay, MAX_SHUTDOWN_DELAY),
+            ("drain_timeout", Some(self.drain_timeout), MAX_DRAIN_TIMEOUT),
+            ("grace_period", Some(self.grace_period), MAX_GRACE_PERIOD),
+            ("hook_timeout", Some(self.hook_timeout), MAX_HOOK_TIMEOUT),
+        ];
+        for (setting, value, max) in bounded {
+            if let Some(value) = value
+                && value > max
+            {
+                return Err(too_long(setting, format!("{value:?}"), max));
+            }
+        }
         let shutdown_delay = self.shutdown_delay.unwrap_or_else(|| {
             if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
                 DEFAULT_KUBERNETES_SHUTDOWN_DELAY
@@ -568,6 +640,15 @@ impl Builder {
     /// Validate the settings and create the [`Lifecycle`](crate::Lifecycle).
     pub fn build(self) -> Result<crate::Lifecycle, ConfigError> {
         Ok(crate::Lifecycle::with_config(self.config()?))
+    }
+}
+
+fn too_long(setting: &'static str, value: String, max: Duration) -> ConfigError {
+    ConfigError::DurationTooLong {
+        setting,
+        value,
+        max: humantime::format_duration(max),
+        max_secs: max.as_secs(),
     }
 }
 
@@ -727,6 +808,134 @@ mod tests {
         assert!(err.to_string().contains("SIGTERM"));
     }
 
+    /// The duration variables `from_env()` reads, with their bounds.
+    const DURATION_VARS: [(&str, Duration); 4] = [
+        (ENV_SHUTDOWN_DELAY, MAX_SHUTDOWN_DELAY),
+        (ENV_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT),
+        (ENV_GRACE_PERIOD, MAX_GRACE_PERIOD),
+        (ENV_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT),
+    ];
+
+    /// The builder's duration settings, with the names their errors give and their bounds.
+    type Setter = fn(Builder, Duration) -> Builder;
+    const DURATION_SETTINGS: [(&str, Setter, Duration); 4] = [
+        (
+            "shutdown_delay",
+            Builder::shutdown_delay,
+            MAX_SHUTDOWN_DELAY,
+        ),
+        ("drain_timeout", Builder::drain_timeout, MAX_DRAIN_TIMEOUT),
+        ("grace_period", Builder::grace_period, MAX_GRACE_PERIOD),
+        ("hook_timeout", Builder::hook_timeout, MAX_HOOK_TIMEOUT),
+    ];
+
+    #[test]
+    fn durations_past_their_bound_are_rejected_naming_variable_and_value() {
+        for (var, max) in DURATION_VARS {
+            let just_above = format!("{}ms", max.as_millis() + 1);
+            for value in [
+                "18446744073709551615s",
+                "500000000000y",
+                "1day 1ns",
+                just_above.as_str(),
+            ] {
+                let err = Builder::from_lookup(lookup(&[(var, value)]))
+                    .and_then(Builder::config)
+                    .map(|config| format!("accepted: {config:?}"))
+                    .unwrap_err();
+                let message = err.to_string();
+                assert!(
+                    message.contains(&format!("{var}={value:?}")),
+                    "{message} should name {var} and quote {value}"
+                );
+                assert!(
+                    message.contains(&format!("({}s)", max.as_secs())),
+                    "{message} should state the bound"
+                );
+                assert!(
+                    matches!(err, ConfigError::DurationTooLong { .. }),
+                    "{err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn durations_at_their_bound_are_accepted() {
+        for (var, max) in DURATION_VARS {
+            for value in [format!("{}s", max.as_secs()), "24h".to_owned()] {
+                let config = Builder::from_lookup(lookup(&[(var, &value)]))
+                    .and_then(Builder::config)
+                    .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+                let read = match var {
+                    ENV_SHUTDOWN_DELAY => config.shutdown_delay(),
+                    ENV_DRAIN_TIMEOUT => config.drain_timeout(),
+                    ENV_GRACE_PERIOD => config.grace_period(),
+                    _ => config.hook_timeout(),
+                };
+                assert_eq!(read, max, "{var}={value}");
+            }
+        }
+        // All at once, too.
+        let all: Vec<(&str, String)> = DURATION_VARS
+            .iter()
+            .map(|(var, max)| (*var, format!("{}s", max.as_secs())))
+            .collect();
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = Builder::from_lookup(lookup(&all))
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(config.deadline(), MAX_GRACE_PERIOD - MAX_AUTO_SAFETY_MARGIN);
+    }
+
+    #[test]
+    fn builder_durations_past_their_bound_are_rejected_naming_the_setting() {
+        for (setting, set, max) in DURATION_SETTINGS {
+            for value in [
+                Duration::MAX,
+                Duration::from_secs(u64::MAX),
+                max + Duration::from_nanos(1),
+            ] {
+                let err = set(Builder::default(), value).config().unwrap_err();
+                let message = err.to_string();
+                assert!(
+                    message.contains(&format!("{setting}=\"{value:?}\"")),
+                    "{message} should name {setting} and give {value:?}"
+                );
+                assert!(
+                    message.contains(&format!("({}s)", max.as_secs())),
+                    "{message} should state the bound"
+                );
+                assert!(set(Builder::default(), value).build().is_err());
+            }
+            // At the bound: accepted, with a grace period long enough to hold it.
+            let builder = Builder::default().grace_period(MAX_GRACE_PERIOD);
+            assert!(set(builder, max).config().is_ok(), "{setting} at {max:?}");
+        }
+    }
+
+    #[test]
+    fn accepted_durations_cannot_overflow_the_clock() {
+        let config = Builder::default()
+            .shutdown_delay(MAX_SHUTDOWN_DELAY)
+            .drain_timeout(MAX_DRAIN_TIMEOUT)
+            .grace_period(MAX_GRACE_PERIOD)
+            .hook_timeout(MAX_HOOK_TIMEOUT)
+            .config()
+            .unwrap();
+        let now = tokio::time::Instant::now();
+        for d in [
+            config.shutdown_delay(),
+            config.drain_timeout(),
+            config.grace_period(),
+            config.deadline(),
+            config.hook_timeout(),
+        ] {
+            assert_eq!(crate::clock::deadline_after(now, d), now + d);
+        }
+    }
+
     #[test]
     fn auto_margin_is_a_tenth_capped_at_two_seconds() {
         let margin = |grace| {
@@ -739,5 +948,213 @@ mod tests {
         assert_eq!(margin(Duration::from_secs(30)), Duration::from_secs(2));
         assert_eq!(margin(Duration::from_secs(10)), Duration::from_secs(1));
         assert_eq!(margin(Duration::from_secs(1)), Duration::from_millis(100));
+    }
+}
+
+/// Property tests of configuration parsing: whatever the environment holds, parsing and
+/// validation never panic; what is accepted cannot overflow the clock; what is rejected
+/// says which variable (or setting) is wrong.
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config as ProptestConfig;
+
+    /// Fixed budget: a few seconds in CI, and no regression files in the source tree.
+    fn budget() -> ProptestConfig {
+        ProptestConfig {
+            cases: 768,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    const UNITS: &[&str] = &[
+        "", "ns", "us", "ms", "s", "sec", "m", "min", "h", "hr", "hours", "d", "day", "days", "w",
+        "week", "M", "month", "y", "year", "years",
+    ];
+
+    /// Numbers from everywhere: small, around the bounds in each unit, and up to `u64::MAX`.
+    fn number() -> BoxedStrategy<u64> {
+        prop_oneof![
+            0..100u64,
+            0..=2 * MAX_GRACE_PERIOD.as_secs(),
+            (MAX_GRACE_PERIOD.as_millis() as u64 - 2)..(MAX_GRACE_PERIOD.as_millis() as u64 + 2),
+            any::<u64>(),
+            Just(u64::MAX),
+            Just(500_000_000_000),
+        ]
+        .boxed()
+    }
+
+    /// What a duration variable may hold: humantime durations of one or several parts
+    /// (most parse, many are out of bounds), and arbitrary text.
+    fn duration_text() -> impl Strategy<Value = String> {
+        let part = (number(), proptest::sample::select(UNITS)).prop_map(|(n, u)| format!("{n}{u}"));
+        prop_oneof![
+            3 => part.clone(),
+            2 => proptest::collection::vec(part, 1..4).prop_map(|parts| parts.join(" ")),
+            1 => (number(), proptest::sample::select(UNITS))
+                .prop_map(|(n, u)| format!("  {n} {u} ")),
+            2 => any::<String>(),
+        ]
+    }
+
+    /// What any other variable may hold: plausible values and arbitrary text.
+    fn other_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("127.0.0.1:9090".to_owned()),
+            Just("[::1]:0".to_owned()),
+            Just("none".to_owned()),
+            Just("s3cret-token".to_owned()),
+            Just("/tmp/lameduck-proptest-report.json".to_owned()),
+            any::<String>(),
+        ]
+    }
+
+    fn environment() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        let value = |var: &'static str| -> BoxedStrategy<Option<String>> {
+            if [
+                ENV_SHUTDOWN_DELAY,
+                ENV_DRAIN_TIMEOUT,
+                ENV_GRACE_PERIOD,
+                ENV_HOOK_TIMEOUT,
+            ]
+            .contains(&var)
+            {
+                proptest::option::weighted(0.7, duration_text()).boxed()
+            } else {
+                proptest::option::weighted(0.3, other_text()).boxed()
+            }
+        };
+        ENV_VARS
+            .map(|var| value(var).prop_map(move |v| v.map(|v| (var, v))))
+            .prop_map(|vars| vars.into_iter().flatten().collect())
+    }
+
+    fn lookup_in<'a>(env: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    /// Every duration of an accepted configuration is within its bound, and adding it to
+    /// the current instant cannot overflow the clock.
+    fn assert_fits_the_clock(config: &Config) -> Result<(), TestCaseError> {
+        let now = tokio::time::Instant::now();
+        let std_now = std::time::Instant::now();
+        for (what, d, max) in [
+            (
+                "shutdown_delay",
+                config.shutdown_delay(),
+                MAX_SHUTDOWN_DELAY,
+            ),
+            ("drain_timeout", config.drain_timeout(), MAX_DRAIN_TIMEOUT),
+            ("grace_period", config.grace_period(), MAX_GRACE_PERIOD),
+            ("deadline", config.deadline(), MAX_GRACE_PERIOD),
+            ("safety_margin", config.safety_margin(), MAX_GRACE_PERIOD),
+            ("hook_timeout", config.hook_timeout(), MAX_HOOK_TIMEOUT),
+        ] {
+            prop_assert!(d <= max, "{what} {d:?} is over {max:?}");
+            prop_assert!(now.checked_add(d).is_some(), "now + {what} {d:?} overflows");
+            prop_assert!(std_now.checked_add(d).is_some());
+            prop_assert_eq!(crate::clock::deadline_after(now, d), now + d);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(budget())]
+
+        /// One duration variable at a time: never a panic; accepted means bounded and
+        /// addable to now; rejected names that variable (and quotes the value, unless the
+        /// grace period parsed but is too short for the margin).
+        #[test]
+        fn one_duration_variable(
+            var in proptest::sample::select(&[
+                ENV_SHUTDOWN_DELAY,
+                ENV_DRAIN_TIMEOUT,
+                ENV_GRACE_PERIOD,
+                ENV_HOOK_TIMEOUT,
+            ][..]),
+            value in duration_text(),
+        ) {
+            let env = [(var, value.clone())];
+            match Builder::from_lookup(lookup_in(&env)).and_then(Builder::config) {
+                Ok(config) => assert_fits_the_clock(&config)?,
+                Err(err) => {
+                    let message = err.to_string();
+                    prop_assert!(message.contains(var), "{} does not name {}", message, var);
+                    if !matches!(err, ConfigError::GracePeriodTooShort { .. }) {
+                        prop_assert!(
+                            message.contains(&format!("{var}={value:?}"))
+                                || matches!(err, ConfigError::Empty { .. }),
+                            "{} does not quote {:?}", message, value
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Any combination of every variable: never a panic; accepted means bounded;
+        /// rejected names one of the variables that were set.
+        #[test]
+        fn whole_environment(env in environment()) {
+            match Builder::from_lookup(lookup_in(&env)).and_then(Builder::config) {
+                Ok(config) => assert_fits_the_clock(&config)?,
+                Err(err) => {
+                    let message = err.to_string();
+                    prop_assert!(
+                        env.iter().any(|(var, _)| message.contains(var)),
+                        "{} names none of {:?}", message, env
+                    );
+                }
+            }
+        }
+
+        /// Arbitrary durations given in code: never a panic; accepted means bounded;
+        /// rejected names the setting that is out of bounds, or the grace period.
+        #[test]
+        fn builder_durations(
+            durations in proptest::array::uniform5(prop_oneof![
+                2 => (0..=2 * MAX_GRACE_PERIOD.as_nanos() as u64).prop_map(Duration::from_nanos),
+                1 => (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+                1 => Just(Duration::MAX),
+                1 => Just(MAX_GRACE_PERIOD),
+                1 => Just(MAX_GRACE_PERIOD + Duration::from_nanos(1)),
+            ]),
+            margin in any::<bool>(),
+        ) {
+            let [delay, drain, grace, hook, safety] = durations;
+            let mut builder = Builder::default()
+                .shutdown_delay(delay)
+                .drain_timeout(drain)
+                .grace_period(grace)
+                .hook_timeout(hook);
+            if margin {
+                builder = builder.safety_margin(safety);
+            }
+            match builder.config() {
+                Ok(config) => assert_fits_the_clock(&config)?,
+                Err(ConfigError::DurationTooLong { setting, value, .. }) => {
+                    let given = match setting {
+                        "shutdown_delay" => delay,
+                        "drain_timeout" => drain,
+                        "grace_period" => grace,
+                        "hook_timeout" => hook,
+                        other => return Err(TestCaseError::fail(format!("unknown setting {other}"))),
+                    };
+                    prop_assert!(given > MAX_GRACE_PERIOD);
+                    prop_assert_eq!(value, format!("{given:?}"));
+                }
+                Err(ConfigError::GracePeriodTooShort { .. }) => {
+                    prop_assert!(grace.is_zero() || (margin && safety >= grace));
+                }
+                Err(other) => prop_assert!(false, "unexpected error {}", other),
+            }
+        }
     }
 }

@@ -113,8 +113,20 @@ impl Hook {
     }
 
     /// Cut the hook after `timeout` instead of the lifecycle's default hook timeout.
+    /// At most [`MAX_HOOK_TIMEOUT`](crate::MAX_HOOK_TIMEOUT) (24 h): a longer timeout is
+    /// capped at it, with a warning in the log (a hook cannot fail to be added, so this is
+    /// not an error; a shutdown hook ends at the shutdown deadline long before anyway).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        let max = crate::MAX_HOOK_TIMEOUT;
+        if timeout > max {
+            tracing::warn!(
+                hook = %self.name,
+                timeout = ?timeout,
+                max = %humantime::format_duration(max),
+                "hook timeout is longer than the maximum; capped"
+            );
+        }
+        self.timeout = Some(timeout.min(max));
         self
     }
 }
@@ -212,7 +224,9 @@ pub(crate) async fn run_hook(
     deadline: Instant,
 ) -> HookReport {
     let started = Instant::now();
-    let own_limit = started + timeout;
+    // Not `started + timeout`: a timeout too long for the clock means "no timeout of its
+    // own", not a panic that leaves the phase (or readiness) stuck.
+    let own_limit = crate::clock::deadline_after(started, timeout);
     let limit = own_limit.min(deadline);
     // Aborted when this future is dropped (a trigger during startup, the deadline, a
     // forced exit), so a hook that is given up on does not go on running.
@@ -341,5 +355,55 @@ mod tests {
         .await;
         assert_eq!(cut.outcome, HookOutcome::Abandoned);
         assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+
+    /// A timeout the clock cannot add (`LAMEDUCK_HOOK_TIMEOUT=500000000000y` before it was
+    /// bounded) runs the hook as if it had none, instead of panicking the driver.
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_beyond_the_clock_does_not_panic() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        for timeout in [
+            Duration::MAX,
+            Duration::from_secs(500_000_000_000 * 31_557_600),
+        ] {
+            let ok = run_hook(
+                "ok".into(),
+                "startup",
+                boxed(async { Ok(()) }),
+                timeout,
+                far,
+            )
+            .await;
+            assert_eq!(ok.outcome, HookOutcome::Ok);
+            let started = Instant::now();
+            let cut = run_hook(
+                "d".into(),
+                "stopping",
+                boxed(std::future::pending()),
+                timeout,
+                Instant::now() + Duration::from_millis(300),
+            )
+            .await;
+            assert_eq!(cut.outcome, HookOutcome::Abandoned);
+            assert_eq!(started.elapsed(), Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn timeouts_given_in_code_are_capped() {
+        let hook = |timeout| Hook::new("h", Phase::Stopping, || async {}).timeout(timeout);
+        assert_eq!(hook(Duration::MAX).timeout, Some(crate::MAX_HOOK_TIMEOUT));
+        assert_eq!(
+            hook(crate::MAX_HOOK_TIMEOUT + Duration::from_nanos(1)).timeout,
+            Some(crate::MAX_HOOK_TIMEOUT)
+        );
+        assert_eq!(
+            hook(crate::MAX_HOOK_TIMEOUT).timeout,
+            Some(crate::MAX_HOOK_TIMEOUT)
+        );
+        assert_eq!(
+            hook(Duration::from_secs(10)).timeout,
+            Some(Duration::from_secs(10))
+        );
     }
 }
