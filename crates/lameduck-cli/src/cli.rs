@@ -10,7 +10,6 @@ use crate::duration;
 use crate::header::{self, Header};
 use crate::hook_log::LogTo;
 use crate::once::Key;
-use crate::target::Target;
 
 /// Default state directory of `once` when neither `--state-dir` nor the variable is set.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/tmp/lameduck-once";
@@ -39,7 +38,7 @@ Semantics (the kubelet's httpGet probe):
 Exit codes:
   0  success (a warning may be printed on stderr)
   1  failure: status, timeout, refused connection, bad URL...; one line on stderr
-  2  usage error
+  2  usage error, including a port that is not a number from 1 to 65535
 
 Examples:
   lameduck probe http://127.0.0.1:8080/healthz
@@ -156,8 +155,10 @@ pub(crate) struct ProbeArgs {
 #[command(group(ArgGroup::new("action").required(true).multiple(true).args(["url", "sleep"])))]
 pub(crate) struct PrestopArgs {
     /// GET this http:// URL (usually the service's /shutdown) and wait for the answer
-    #[arg(long, value_name = "URL", value_parser = Target::parse)]
-    pub(crate) url: Option<Target>,
+    // Checked in `main` (`Target::parse`), not by a clap value parser: clap's message would
+    // repeat the value as given, credentials included.
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
 
     /// Request header 'Name: value' for --url; repeatable
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header::parse, requires = "url")]

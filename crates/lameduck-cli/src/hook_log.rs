@@ -56,10 +56,10 @@ impl HookLog {
         let line = format!("{}: {message}\n", self.prefix);
         if let Some(file) = &mut self.pid1 {
             // One write call per line: PID 1's stdout is usually a pipe shared with the
-            // service, and a single small write to a pipe is not interleaved with others
-            // (nor, in non-blocking mode, partly written: up to PIPE_BUF it is all or
-            // nothing).
-            match file.write_all(line.as_bytes()) {
+            // service, and a single write of at most PIPE_BUF bytes to a pipe is not
+            // interleaved with others, nor, in non-blocking mode, partly written: it is all
+            // or nothing. Longer lines (a long URL) are cut to fit.
+            match file.write_all(fit_pipe_buf(&line).as_bytes()) {
                 Ok(()) => return,
                 // The pipe is full (a slow log reader): this line goes to stderr rather
                 // than holding up the preStop hook; the next one tries the pipe again.
@@ -69,6 +69,21 @@ impl HookLog {
         }
         let _ = io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// `line` (ending in a newline) cut to at most `PIPE_BUF` bytes, on a character boundary,
+/// with `…` marking the cut and the newline kept.
+fn fit_pipe_buf(line: &str) -> std::borrow::Cow<'_, str> {
+    const PIPE_BUF: usize = libc::PIPE_BUF;
+    const MARK: &str = "…\n";
+    if line.len() <= PIPE_BUF {
+        return line.into();
+    }
+    let mut end = PIPE_BUF - MARK.len();
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &line[..end]).into()
 }
 
 /// Opens PID 1's stdout; see [`open_log`].
@@ -138,6 +153,36 @@ mod tests {
         });
         let err = opened.err().map(|e| e.raw_os_error());
         assert_eq!(err, Some(Some(libc::ENXIO)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+
+    #[test]
+    fn a_long_line_is_cut_to_one_atomic_pipe_write() {
+        use std::io::Read;
+        let path = fifo("long-line");
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        let Ok(mut reader) = reader else {
+            panic!("{reader:?}")
+        };
+        let opened = open_log(&path);
+        assert!(opened.is_ok(), "{opened:?}");
+        let mut log = HookLog {
+            pid1: opened.ok(),
+            prefix: "lameduck test",
+        };
+        // A long URL in a message, with multi-byte characters around the cut.
+        let message = format!("GET http://h/{}", "é".repeat(6000));
+        log.line(&message);
+        assert!(log.pid1.is_some());
+        let mut written = Vec::new();
+        let _ = reader.read_to_end(&mut written);
+        let written = String::from_utf8(written).unwrap_or_else(|e| panic!("{e}"));
+        assert!(written.len() <= libc::PIPE_BUF, "{} bytes", written.len());
+        assert!(written.ends_with("é…\n"), "{written:?}");
+        assert!(written.starts_with("lameduck test: GET http://h/é"));
         let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
     }
 

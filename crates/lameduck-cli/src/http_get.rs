@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::duration;
 use crate::header::Header;
-use crate::target::{Target, UrlError};
+use crate::target::{Redirect, Target, UrlError, redact};
 
 /// The most body bytes read, like the kubelet.
 pub(crate) const MAX_BODY_BYTES: usize = 10 * 1024;
@@ -144,7 +144,7 @@ pub(crate) enum GetError {
     Redirect {
         /// The redirecting URL.
         url: String,
-        /// The `Location` header, lossily decoded.
+        /// The `Location` header, lossily decoded, with any userinfo hidden.
         location: String,
         /// Why it cannot be followed.
         source: UrlError,
@@ -210,25 +210,24 @@ async fn follow(request: &GetRequest) -> Result<GetResponse, GetError> {
             return Ok(unfollowed(Some(Unfollowed::NoLocation)));
         };
         let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
-        let resolved = url.resolve(&location);
         // Same order as the kubelet's CheckRedirect: host first, then the count. The host
         // is checked before the URL has to be usable: a redirect to another host is not
         // followed whatever its scheme (`https://other/` included), so it is the answer,
-        // not an error. Only a redirect that *would* be followed must be plain http.
-        if let Some(host) = url.reference_host(&location)
-            && !request.url.same_host_name(&host)
-        {
-            let shown = match &resolved {
-                Ok(next) => next.to_string(),
-                Err(_) => location.trim().to_owned(),
-            };
-            return Ok(unfollowed(Some(Unfollowed::OtherHost(shown))));
-        }
-        let next = resolved.map_err(|source| GetError::Redirect {
-            url: url.to_string(),
-            location: location.clone(),
-            source,
-        })?;
+        // not an error. Only a redirect that *would* be followed must be plain http. A
+        // port that is not a port fails whatever the host (see `Target::redirect`).
+        let next = match url.redirect(&location) {
+            Redirect::Follow(next) => next,
+            Redirect::OtherHost(shown) => {
+                return Ok(unfollowed(Some(Unfollowed::OtherHost(shown))));
+            }
+            Redirect::Invalid(source) => {
+                return Err(GetError::Redirect {
+                    url: url.to_string(),
+                    location: redact(location.trim()),
+                    source,
+                });
+            }
+        };
         if requests >= MAX_REQUESTS {
             return Err(GetError::TooManyRedirects {
                 url: url.to_string(),

@@ -27,15 +27,18 @@ mod http_get;
 mod once;
 mod prestop;
 mod probe;
+mod regular_file;
 mod state;
 mod target;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::hook_log::HookLog;
+use crate::target::{Target, UrlError};
 
 /// Exit code of `once` when lameduck itself failed before running the command (the
 /// convention of `env`, `timeout` and `docker run`).
@@ -45,22 +48,38 @@ fn main() -> ExitCode {
     // clap exits with 2 on usage errors and 0 for --help / --version.
     let cli = Cli::parse();
     match cli.command {
-        Command::Probe(args) => match probe::run(&args.url, args.headers, args.timeout) {
-            probe::Verdict::Success { warning } => {
-                if let Some(warning) = warning {
-                    eprintln!("lameduck probe: {warning}");
+        Command::Probe(args) => {
+            let url = match Target::parse(&args.url) {
+                Ok(url) => url,
+                // A port that is not a port is a usage error (2), never port 80.
+                Err(err) if err.is_bad_port() => usage_error("probe", &err),
+                // Other bad URLs keep their documented exit code 1, on one line.
+                Err(err) => {
+                    eprintln!("lameduck probe: {err}");
+                    return ExitCode::FAILURE;
                 }
-                ExitCode::SUCCESS
+            };
+            match probe::run(url, args.headers, args.timeout) {
+                probe::Verdict::Success { warning } => {
+                    if let Some(warning) = warning {
+                        eprintln!("lameduck probe: {warning}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                probe::Verdict::Failure(reason) => {
+                    eprintln!("lameduck probe: {reason}");
+                    ExitCode::FAILURE
+                }
             }
-            probe::Verdict::Failure(reason) => {
-                eprintln!("lameduck probe: {reason}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Prestop(args) => {
+            let url = match args.url.as_deref().map(Target::parse).transpose() {
+                Ok(url) => url,
+                Err(err) => usage_error("prestop", &err),
+            };
             let mut log = HookLog::open(args.log_to, "lameduck prestop");
             let plan = prestop::Plan {
-                url: args.url,
+                url,
                 headers: args.headers,
                 timeout: args.timeout,
                 sleep: args.sleep,
@@ -76,5 +95,17 @@ fn main() -> ExitCode {
                 ExitCode::from(ONCE_INTERNAL_ERROR)
             }
         },
+    }
+}
+
+/// Exits as clap does for a bad argument (status 2, with the subcommand's usage), for a
+/// URL checked after parsing. The message is `err`'s, which never shows credentials;
+/// clap's own value-parser message would repeat the argument as given.
+fn usage_error(subcommand: &str, err: &UrlError) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    match command.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(ErrorKind::ValueValidation, err).exit(),
+        None => command.error(ErrorKind::ValueValidation, err).exit(),
     }
 }

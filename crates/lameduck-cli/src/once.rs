@@ -26,6 +26,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::child;
+use crate::regular_file;
 use crate::state::{self, RunResult, StateError};
 
 /// Longest accepted key: keeps `KEY.result.tmp` well under file name limits.
@@ -103,7 +104,17 @@ pub(crate) enum OnceError {
 pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i32, OnceError> {
     fs::create_dir_all(state_dir).map_err(|source| OnceError::StateDir {
         path: state_dir.to_owned(),
-        source,
+        source: match fs::metadata(state_dir) {
+            // "File exists" would not say what is wrong.
+            Ok(meta) if !meta.is_dir() => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "it exists and is not a directory ({})",
+                    regular_file::describe(meta.file_type())
+                ),
+            ),
+            _ => source,
+        },
     })?;
     let result_path = state_dir.join(format!("{key}.result"));
     let lock_path = state_dir.join(format!("{key}.lock"));
@@ -173,17 +184,17 @@ pub(crate) fn run(key: &Key, state_dir: &Path, command: &[OsString]) -> Result<i
 }
 
 /// Opens and exclusively locks the key's lock file, waiting for the current holder.
+/// Anything but a regular file there (a FIFO, a device) is refused without blocking.
 fn lock(path: &Path, key: &Key) -> Result<File, OnceError> {
     let lock_error = |source| OnceError::Lock {
         path: path.to_owned(),
         source,
     };
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(lock_error)?;
+    let file = regular_file::open(
+        path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+    )
+    .map_err(lock_error)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -20,11 +20,7 @@ pub(crate) enum Verdict {
 }
 
 /// Probes `url` once.
-pub(crate) fn run(url: &str, headers: Vec<Header>, timeout: Duration) -> Verdict {
-    let url = match Target::parse(url) {
-        Ok(url) => url,
-        Err(err) => return Verdict::Failure(err.to_string()),
-    };
+pub(crate) fn run(url: Target, headers: Vec<Header>, timeout: Duration) -> Verdict {
     let request = GetRequest {
         url,
         headers,

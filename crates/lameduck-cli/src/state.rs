@@ -4,9 +4,12 @@
 //! so a reader sees the previous result or the new one, never a torn write, and a result
 //! that was reported is still there after a power loss.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::regular_file;
 
 /// How a finished run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +51,37 @@ pub(crate) enum StateError {
     },
 }
 
-/// Reads the result file; `None` if no run has finished yet.
+/// The most bytes read from a result file: what this program writes is a few dozen.
+const MAX_RESULT_BYTES: u64 = 4096;
+
+/// Reads the result file; `None` if no run has finished yet. Anything but a regular file
+/// there (a FIFO, a device) is refused without blocking, and at most
+/// [`MAX_RESULT_BYTES`] are read.
 pub(crate) fn read(path: &Path) -> Result<Option<RunResult>, StateError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Io {
-                action: "reading",
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let io_error = |source| StateError::Io {
+        action: "reading",
+        path: path.to_owned(),
+        source,
     };
+    let file = match regular_file::open(path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error(source)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_RESULT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() as u64 > MAX_RESULT_BYTES {
+        return Err(StateError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("larger than {MAX_RESULT_BYTES} bytes"),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| StateError::Corrupt {
+        path: path.to_owned(),
+        reason: "not UTF-8".to_owned(),
+    })?;
     parse(&text)
         .map(Some)
         .map_err(|reason| StateError::Corrupt {
@@ -82,8 +103,13 @@ pub(crate) fn write(path: &Path, result: RunResult) -> Result<(), StateError> {
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(".tmp");
     let temp = PathBuf::from(temp_name);
-    // A fixed temporary name is enough: only the holder of the key's lock writes.
-    let mut file = File::create(&temp).map_err(io_error("creating", &temp))?;
+    // A fixed temporary name is enough: only the holder of the key's lock writes. What is
+    // there is opened as `regular_file` does: a FIFO is refused instead of blocking.
+    let mut file = regular_file::open(
+        &temp,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    )
+    .map_err(io_error("creating", &temp))?;
     file.write_all(format(result).as_bytes())
         .map_err(io_error("writing", &temp))?;
     file.sync_all().map_err(io_error("syncing", &temp))?;
@@ -91,7 +117,10 @@ pub(crate) fn write(path: &Path, result: RunResult) -> Result<(), StateError> {
     fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
     // The rename is durable only once the directory entry is.
     if let Some(dir) = path.parent() {
-        File::open(dir)
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+            .open(dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io_error("syncing directory", dir))?;
     }
