@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lameduck_loadgen::{LoadConfig, LoadReport};
-use lameduck_platform_tests::{Service, TempDir, binary, get, request};
+use lameduck_platform_tests::{Service, TempDir, binary, get, parse_response, request};
 use nix::sys::signal::Signal;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -19,6 +19,41 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
 
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// A safety net for what should take far less; nothing is paced by it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+const LOAD_CONNECTIONS: usize = 32;
+
+/// `GET /events` read as it streams: `first_event` fires once an `event: queue` has
+/// arrived; the whole response once the server ends it.
+fn read_events(
+    addr: std::net::SocketAddr,
+    first_event: mpsc::Sender<()>,
+) -> std::io::Result<lameduck_platform_tests::Response> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    write!(
+        stream,
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut told = false;
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if !told && String::from_utf8_lossy(&raw).contains("event: queue") {
+            told = true;
+            let _ = first_event.send(());
+        }
+    }
+    parse_response(&raw)
 }
 
 /// Keep-alive load on `/` from `connections` clients until `stop` fires.
@@ -58,6 +93,8 @@ fn prestop_then_sigterm_under_load_loses_nothing_and_orders_survive_a_restart() 
         ("LAMEDUCK_GRACE_PERIOD", "30s"),
         ("ORDERS_WORK_TIME", "300ms"),
         ("ORDERS_STATE", state.to_str().unwrap()),
+        // Each accepted traffic connection is logged: the test sees the load arrive.
+        ("RUST_LOG", "info,lameduck_http::serve=trace"),
     ]);
     let orders = binary("orders");
     let mut service = Service::start(&orders, dir.path(), "first", &settings);
@@ -75,8 +112,12 @@ fn prestop_then_sigterm_under_load_loses_nothing_and_orders_survive_a_restart() 
         ids.push(order["id"].as_u64().unwrap());
     }
 
-    let (load, stop_load) = start_load(&service, 32, 1_000);
-    std::thread::sleep(Duration::from_millis(500));
+    service.skip_logged();
+    let (load, stop_load) = start_load(&service, LOAD_CONNECTIONS, 1_000);
+    // Under load: every client of the load generator has connected.
+    for _ in 0..LOAD_CONNECTIONS {
+        service.wait_for_log("connection accepted", PATIENCE);
+    }
 
     // The kubelet's preStop httpGet: it blocks for the lame-duck delay.
     let admin = service.admin;
@@ -88,7 +129,8 @@ fn prestop_then_sigterm_under_load_loses_nothing_and_orders_survive_a_restart() 
         (response, start.elapsed())
     });
     let triggered = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
+    // The preStop call has been taken: the lifecycle is Draining.
+    service.wait_for_log("to=draining", PATIENCE);
 
     // Lame duck: readiness fails at once, liveness holds, and traffic is still served,
     // on new connections too, each told to go away.
@@ -112,12 +154,16 @@ fn prestop_then_sigterm_under_load_loses_nothing_and_orders_survive_a_restart() 
     ids.push(late["id"].as_u64().unwrap());
 
     // Traffic keeps arriving through the delay (endpoint removal still propagating); it
-    // stops before the listener closes, as a balancer's would.
-    std::thread::sleep(
-        Duration::from_secs(3).saturating_sub(triggered.elapsed() + Duration::from_millis(400)),
-    );
+    // stops before the listener closes, as a balancer's would. Until then, /shutdown must
+    // not answer: the delay is what is under test, so the wait is for that answer,
+    // bounded by the delay.
+    let until_balancer_stops =
+        Duration::from_secs(3).saturating_sub(triggered.elapsed() + Duration::from_millis(400));
     assert!(
-        prestop_rx.try_recv().is_err(),
+        matches!(
+            prestop_rx.recv_timeout(until_balancer_stops),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ),
         "/shutdown answered before the delay was over"
     );
     let _ = stop_load.send(());
@@ -190,12 +236,15 @@ fn a_second_sigterm_forces_the_exit() {
     ]);
     let mut service = Service::start(&binary("orders"), dir.path(), "force", &settings);
     service.wait_ready();
+    service.skip_logged();
     service.signal(Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(service.admin, "/readyz").map(|r| r.status).unwrap_or(0) != 503 {
-        assert!(Instant::now() < deadline, "readiness never flipped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The first SIGTERM has been taken: the lifecycle is Draining, readiness fails.
+    service.wait_for_log("to=draining", PATIENCE);
+    assert_eq!(
+        get(service.admin, "/readyz").map(|r| r.status).unwrap_or(0),
+        503,
+        "readiness never flipped"
+    );
     let second = Instant::now();
     service.signal(Signal::SIGTERM);
     let status = service.wait_exit(Duration::from_secs(10));
@@ -219,6 +268,7 @@ fn a_grace_period_shorter_than_a_request_ends_at_the_deadline() {
             "ORDERS_STATE",
             dir.path().join("state.json").to_str().unwrap(),
         ),
+        ("RUST_LOG", "info,lameduck_http::serve=trace"),
     ]);
     let mut service = Service::start(&binary("orders"), dir.path(), "deadline", &settings);
     service.wait_ready();
@@ -228,8 +278,11 @@ fn a_grace_period_shorter_than_a_request_ends_at_the_deadline() {
         service.logs()
     );
     let traffic = service.traffic;
+    service.skip_logged();
     let slow = std::thread::spawn(move || get(traffic, "/work?ms=60000"));
-    std::thread::sleep(Duration::from_millis(500));
+    // The slow request's connection is the server's before the signal (its request, sent
+    // right after connecting, is read within the first-request grace at the latest).
+    service.wait_for_log("connection accepted", PATIENCE);
 
     let sigterm = Instant::now();
     service.signal(Signal::SIGTERM);
@@ -265,8 +318,12 @@ fn the_event_stream_ends_cleanly_at_shutdown() {
     let mut service = Service::start(&binary("orders"), dir.path(), "sse", &settings);
     service.wait_ready();
     let traffic = service.traffic;
-    let stream = std::thread::spawn(move || get(traffic, "/events"));
-    std::thread::sleep(Duration::from_millis(1_500));
+    let (first_event_tx, first_event) = mpsc::channel();
+    let stream = std::thread::spawn(move || read_events(traffic, first_event_tx));
+    // A queue event has come through before the signal.
+    first_event
+        .recv_timeout(PATIENCE)
+        .expect("a first queue event");
     service.signal(Signal::SIGTERM);
     // A chunked body that ends with its last chunk: a clean end, not a cut connection.
     let events = stream.join().unwrap().unwrap();

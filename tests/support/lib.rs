@@ -8,11 +8,11 @@
     clippy::expect_used
 )]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -97,10 +97,21 @@ pub struct Service {
     pub admin: SocketAddr,
     pub log: PathBuf,
     pub termination_log: PathBuf,
+    /// Each line the service writes (stdout or stderr), as it comes, once it is in `log`.
+    lines: mpsc::Receiver<String>,
+    /// Fires once the service's stdout and stderr are closed and `log` holds all of both.
+    log_done: mpsc::Receiver<()>,
+    /// Fires once the process has exited (it is left unreaped until `wait_exit`).
+    exited: mpsc::Receiver<()>,
+    status: Option<i32>,
 }
 
+/// How long [`Service::wait_ready`] waits at most: a safety net, not a pace.
+const READY_PATIENCE: Duration = Duration::from_secs(60);
+
 impl Service {
-    /// Start `binary` with fresh ports, `env` on top, stderr to `dir/<name>.log`.
+    /// Start `binary` with fresh ports, `env` on top, stdout and stderr to
+    /// `dir/<name>.log`.
     pub fn start(binary: &Path, dir: &Path, name: &str, env: &[(&str, String)]) -> Self {
         let traffic = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -114,37 +125,79 @@ impl Service {
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().expect("starting the service");
+        let mut child = command.spawn().expect("starting the service");
+        let (lines, log_done) = tee_lines(
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+            std::fs::File::create(&log).unwrap(),
+        );
+        let exited = notify_exit(Pid::from_raw(i32::try_from(child.id()).unwrap()));
         Self {
             child,
             traffic,
             admin,
             log,
             termination_log,
+            lines,
+            log_done,
+            exited,
+            status: None,
         }
     }
 
-    /// Poll `/readyz` like a readiness probe until it answers 200.
+    /// Wait until `/readyz` answers 200, as a readiness probe would see it: asked once at
+    /// start and again after each line the service logs (it logs its state changes), so
+    /// the wait ends on the service's own progress.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "service exited with {status} before ready:\n{}",
-                    self.logs()
-                );
-            }
+        let deadline = Instant::now() + READY_PATIENCE;
+        loop {
             if get(self.admin, "/readyz").is_ok_and(|r| r.status == 200) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Its output closed: it is exiting (or has exited) without being ready.
+                    let status = self.wait_exit(Duration::from_secs(30));
+                    panic!(
+                        "service exited with {status} before ready:\n{}",
+                        self.logs()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("service never became ready:\n{}", self.logs())
+                }
+            }
         }
-        panic!("service never became ready:\n{}", self.logs());
+    }
+
+    /// Wait for the next logged line that contains `wanted` (lines before it are
+    /// skipped), and return it.
+    pub fn wait_for_log(&self, wanted: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(wanted) => return line,
+                Ok(_) => {}
+                Err(error) => panic!(
+                    "the service never logged {wanted:?} ({error:?}):\n{}",
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    /// Forget the lines logged so far, so that [`wait_for_log`](Self::wait_for_log)
+    /// sees only what comes next.
+    pub fn skip_logged(&self) {
+        while self.lines.try_recv().is_ok() {}
     }
 
     pub fn pid(&self) -> Pid {
@@ -154,29 +207,37 @@ impl Service {
     /// Send `signal`; a process that has already exited is not an error (the kubelet's
     /// SIGTERM after preStop may find it gone).
     pub fn signal(&self, signal: Signal) {
+        if self.status.is_some() {
+            return;
+        }
+        // Not yet reaped, so the pid is still this process's (a zombie at worst).
         match kill(self.pid(), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(error) => panic!("kill: {error}"),
         }
     }
 
-    /// The exit status, waiting at most `within`.
+    /// The exit status, waiting at most `within` for the process to exit (and then for
+    /// its last log lines).
     pub fn wait_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                use std::os::unix::process::ExitStatusExt;
-                return status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("service did not exit within {within:?}:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if let Some(status) = self.status {
+            return status;
         }
+        if self.exited.recv_timeout(within).is_err() {
+            let _ = self.child.kill();
+            panic!("service did not exit within {within:?}:\n{}", self.logs());
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().unwrap();
+        let status = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1);
+        self.status = Some(status);
+        // The pipe closes with the process; what it still held is in the log once this
+        // fires.
+        let _ = self.log_done.recv_timeout(Duration::from_secs(10));
+        status
     }
 
     pub fn logs(&self) -> String {
@@ -190,6 +251,61 @@ impl Service {
         assert!(text.len() <= 4096, "termination message over 4096 bytes");
         serde_json::from_str(&text).unwrap()
     }
+}
+
+/// Copy the lines of `stdout` and `stderr` into `file` as they come, and hand each on once
+/// it is written; the second receiver fires once both have ended.
+fn tee_lines(
+    stdout: impl Read + Send + 'static,
+    stderr: impl Read + Send + 'static,
+    file: std::fs::File,
+) -> (mpsc::Receiver<String>, mpsc::Receiver<()>) {
+    let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+    let (line_tx, lines) = mpsc::channel();
+    let (ended_tx, ended) = mpsc::channel::<()>();
+    let copy = |from: Box<dyn Read + Send>| {
+        let file = std::sync::Arc::clone(&file);
+        let line_tx = line_tx.clone();
+        let ended_tx = ended_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                {
+                    let mut file = file
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let _ = writeln!(file, "{line}");
+                }
+                let _ = line_tx.send(line);
+            }
+            drop(ended_tx);
+        });
+    };
+    copy(Box::new(stdout));
+    copy(Box::new(stderr));
+    drop(ended_tx);
+    // `ended` disconnects once both copies have dropped their senders.
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = ended.recv();
+        let _ = done_tx.send(());
+    });
+    (lines, done)
+}
+
+/// A receiver that fires when the child `pid` has exited. The child is not reaped
+/// (`WNOWAIT`): its pid cannot be reused until `Child::wait`, so signals sent before that
+/// cannot reach another process.
+fn notify_exit(pid: Pid) -> mpsc::Receiver<()> {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Until it has exited, or was already reaped by `Drop` (ECHILD): either way, gone.
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+        let _ = tx.send(());
+    });
+    rx
 }
 
 impl Drop for Service {
@@ -251,7 +367,8 @@ pub fn request(
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+/// Parse one HTTP/1.1 response (as read until the server closed).
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text

@@ -51,6 +51,8 @@ fn child_process() {
 struct ChildService {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Fires when the child has exited (left unreaped until `wait_exit`).
+    exited: mpsc::Receiver<()>,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -95,9 +97,11 @@ impl ChildService {
                 }
             }
         });
+        let exited = notify_exit(Pid::from_raw(child.id() as i32));
         Self {
             child,
             lines,
+            exited,
             log,
             _dir: TempDir(dir),
         }
@@ -122,16 +126,13 @@ impl ChildService {
     /// Exit status, and how long after this call it came.
     fn wait_exit(&mut self, within: Duration) -> (i32, Duration) {
         let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code().unwrap_or(-1), start.elapsed());
-            }
-            if start.elapsed() > within {
-                let _ = self.child.kill();
-                panic!("child did not exit within {within:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if self.exited.recv_timeout(within).is_err() {
+            let _ = self.child.kill();
+            panic!("child did not exit within {within:?}");
         }
+        let took = start.elapsed();
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), took)
     }
 
     fn report(&self) -> serde_json::Value {
@@ -139,6 +140,20 @@ impl ChildService {
         assert!(text.len() <= 4096);
         serde_json::from_str(&text).unwrap()
     }
+}
+
+/// A receiver that fires when the child `pid` exits. The child is not reaped
+/// (`WNOWAIT`), so its pid stays its own until `Child::wait`.
+fn notify_exit(pid: Pid) -> mpsc::Receiver<()> {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+        let _ = tx.send(());
+    });
+    rx
 }
 
 fn rand_suffix() -> u128 {
