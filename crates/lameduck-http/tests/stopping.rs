@@ -51,12 +51,7 @@ async fn stopping_refuses_new_connections() {
     lifecycle.shutdown();
     lifecycle.stopping().await;
     // The listener counts as a connection until it is closed.
-    within("listener closed", async {
-        while lifecycle.connections().active() > 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    until("listener closed", || lifecycle.connections().active() <= 1).await;
 
     match TcpStream::connect(addr).await {
         Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused),
@@ -223,17 +218,30 @@ async fn a_silent_connection_gets_a_grace_for_its_first_request_then_is_closed()
     let server = lameduck_http::serve(listener, hello(), &lifecycle)
         .first_request_grace(Duration::from_millis(1500));
     let server = tokio::spawn(server.into_future());
+    // An idle keep-alive connection, closed at once at Stopping: its close tells the test
+    // that the server's connections have been told of Stopping.
+    let mut witness = TcpStream::connect(addr).await.expect("connect");
+    let first = raw_exchange(&mut witness, RAW_GET).await.expect("first");
+    assert!(!first.says_close());
 
     let hold = lifecycle.hold("test");
     lifecycle.shutdown();
     lifecycle.draining().await;
     let mut late = TcpStream::connect(addr).await.expect("connect");
     let mut never = TcpStream::connect(addr).await.expect("connect");
-    tokio::time::sleep(Duration::from_millis(50)).await; // both accepted
+    // Both accepted (the listener and the witness count too).
+    until("both accepted", || lifecycle.connections().active() == 4).await;
     drop(hold);
     lifecycle.stopping().await;
+    // Stopping has reached the connections (and `late` was woken with the witness): what
+    // `late` sends now comes within its grace, after Stopping.
+    assert_eq!(
+        within("witness closed", read_until_closed(&mut witness))
+            .await
+            .expect("orderly"),
+        0
+    );
 
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let response = raw_exchange(&mut late, RAW_GET)
         .await
         .expect("served within the grace");
@@ -256,14 +264,37 @@ async fn a_partial_request_at_stopping_is_finished_and_answered() {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let first = raw_exchange(&mut stream, RAW_GET).await.expect("first");
     assert!(!first.says_close());
+    // A second keep-alive connection: the server's answers on it, and its close at
+    // Stopping, tell the test when the server has had its turn at both connections.
+    let mut witness = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        !raw_exchange(&mut witness, RAW_GET)
+            .await
+            .expect("first")
+            .says_close()
+    );
 
     // Half a request on a keep-alive connection when Stopping begins...
     let (head, tail) = RAW_GET.split_at(10);
     stream.write_all(head).await.expect("write");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...read by the server: the half request and this one were in the kernel together,
+    // and the runtime woke both connections at once.
+    assert!(
+        !raw_exchange(&mut witness, RAW_GET)
+            .await
+            .expect("second")
+            .says_close()
+    );
     lifecycle.shutdown();
     lifecycle.stopping().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The idle witness is closed at Stopping; the connection with the half request was
+    // woken for Stopping with it, and has had its turn.
+    assert_eq!(
+        within("witness closed", read_until_closed(&mut witness))
+            .await
+            .expect("orderly"),
+        0
+    );
     // ...is not mistaken for an idle connection.
     let response = raw_exchange(&mut stream, tail).await.expect("answered");
     assert_eq!(response.status, 200);

@@ -57,6 +57,19 @@ pub async fn within<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output
         .unwrap_or_else(|_| panic!("{what}: not done within {PATIENCE:?}"))
 }
 
+/// Wait until `condition` holds, failing the test after [`PATIENCE`]: for a state that has
+/// no notification of its own (a counter reaching a value other than zero). The condition
+/// is looked at again each time the task is polled after yielding, i.e. once the tasks
+/// that were ready, the server's among them, have had their turn.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 /// The report of a server task.
 pub async fn report(server: JoinHandle<Report>) -> Report {
     within("server", server).await.expect("server task")
