@@ -364,8 +364,11 @@ async fn startup_checks_hold_readiness_until_they_pass() {
     let lifecycle = lifecycle();
     let warm = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&warm);
+    // How often the check has been run: the lifecycle's attempts, until a probe asks.
+    let (attempts_tx, mut attempts) = tokio::sync::watch::channel(0usize);
     lifecycle.health().add(
         Check::startup("warm-cache", move || {
+            attempts_tx.send_modify(|n| *n += 1);
             let warm = flag.load(Ordering::SeqCst);
             async move { if warm { Ok(()) } else { Err("cold") } }
         })
@@ -379,7 +382,12 @@ async fn startup_checks_hold_readiness_until_they_pass() {
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The lifecycle has run the check, seen it fail, and gone back to run it again: the
+    // failure it saw did not make it Ready.
+    tokio::time::timeout(PATIENCE, attempts.wait_for(|n| *n >= 2))
+        .await
+        .expect("the lifecycle retries its startup check")
+        .expect("the check is alive");
     assert_eq!(lifecycle.state(), State::Starting);
     let reply = get(addr, "/startupz").await;
     assert_eq!(reply.status, 503);

@@ -46,7 +46,8 @@ async fn shutdown_answers_once_the_lame_duck_delay_is_over() {
     assert!(report.clean);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On the current-thread runtime, whose clock the test can move past the lame-duck delay.
+#[tokio::test]
 async fn shutdown_blocks_until_draining_ends_and_keeps_probes_answering() {
     let lifecycle = builder()
         .shutdown_delay(Duration::from_millis(300))
@@ -60,11 +61,18 @@ async fn shutdown_blocks_until_draining_ends_and_keeps_probes_answering() {
     let lame_duck = lifecycle.hold("slow-deregistration");
     let call = tokio::spawn(async move { request(addr, "POST", "/shutdown", &[]).await });
     wait_for_state(&lifecycle, State::Draining).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The delay is the time under test: the clock moves past it at once, with the call
+    // waiting in its handler, so that only the hold keeps the lifecycle Draining. (Paused
+    // only for this, not while sockets are in use: a paused clock jumps ahead whenever
+    // the runtime is idle, even while the kernel still carries bytes.)
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(600)).await;
+    tokio::time::resume();
     assert!(
         !call.is_finished(),
         "/shutdown answered while still Draining"
     );
+    assert_eq!(lifecycle.state(), State::Draining);
     // The admin listener is not drained: probes answer meanwhile.
     assert_eq!(get(addr, "/readyz").await.status, 503);
     assert_eq!(get(addr, "/livez").await.status, 200);
@@ -76,6 +84,8 @@ async fn shutdown_blocks_until_draining_ends_and_keeps_probes_answering() {
         .expect("the call task");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["first"], true);
+    // The answer was made once Draining was over, not merely sent late.
+    assert_ne!(reply.json()["state"], "draining");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +193,8 @@ async fn the_token_is_required_when_configured() {
     assert_eq!(report.reason, Reason::PreStop);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// No sockets here, so the clock can stay paused: it moves only when every task is idle.
+#[tokio::test(start_paused = true)]
 async fn run_does_not_return_until_the_shutdown_answer_is_sent() {
     let lifecycle = lifecycle();
     let router = AdminRouter::new(&lifecycle).build();
@@ -199,7 +210,9 @@ async fn run_does_not_return_until_the_shutdown_answer_is_sent() {
     // Everything is done but the answer's body, which a server has not sent yet: the
     // lifecycle waits in Stopping (Stopped comes with the report, after the answer).
     wait_for_state(&lifecycle, State::Stopping).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until nothing can run any more (the paused clock advances only then): the lifecycle
+    // has done all it can and waits for the answer alone.
+    settle().await;
     assert!(
         !run.is_finished(),
         "run() returned before the answer was sent"

@@ -54,6 +54,12 @@ pub async fn wait_for_state(lifecycle: &Lifecycle, state: lameduck::State) {
         .expect("the lifecycle is alive");
 }
 
+/// With the clock paused: return once every task has run until it waits for something
+/// that will not come by itself (the paused clock moves only when the runtime is idle).
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
