@@ -38,6 +38,9 @@ pub(crate) struct ServerShared {
     /// The lifecycle's state and events (Draining, Stopping, the cut), relayed.
     pub(crate) phase: PhaseWatch,
     pub(crate) connections: ActivityCounter,
+    /// The lifecycle served, looked at (one atomic load) on every read, write and wake-up
+    /// for the cut: it ends the connection before the relayed cut token is even heard.
+    pub(crate) lifecycle: lameduck::Lifecycle,
 }
 
 /// A hyper connection that can be asked to finish gracefully.
@@ -88,7 +91,7 @@ pub(crate) async fn serve_connection<L, S, B>(
     B::Error: Into<BoxError>,
     TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
-    let state = ConnectionState::new();
+    let state = ConnectionState::of(&server.lifecycle);
     let io = TrackedIo::<L>::new(
         io,
         Arc::clone(&state),
@@ -201,6 +204,11 @@ pub(crate) async fn drive<C: GracefulConnection>(
     let mut shutting_down = false;
 
     poll_fn(|cx| {
+        // Whatever woke the connection, once the cut has fired it writes nothing more and
+        // drops what it still runs, so AfterDrain hooks find every handler gone.
+        if state.is_cut() {
+            return Poll::Ready(Finished::Cut);
+        }
         let events = server.phase.events();
         let look = events_seen != Some(events)
             || !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
@@ -339,6 +347,12 @@ mod tests {
             first_request_grace: Duration::from_secs(1),
             phase: PhaseWatch::detached(State::Ready),
             connections: ActivityCounter::new(),
+            lifecycle: lameduck::Lifecycle::builder()
+                .exit_process(false)
+                .no_signals()
+                .no_termination_log()
+                .build()
+                .expect("a valid test configuration"),
         }
     }
 

@@ -86,11 +86,25 @@ pub(crate) struct ConnectionState {
     /// Whether the stream (hence the connection) still exists.
     open: AtomicBool,
     closed: Notify,
+    /// The lifecycle whose cut, the moment it fires, ends every read and write: nothing
+    /// reaches a client after the cut, even before this connection's task hears of it.
+    lifecycle: Option<lameduck::Lifecycle>,
 }
 
 impl ConnectionState {
+    #[cfg(test)]
     pub(crate) fn new() -> Arc<Self> {
         let state = Self::default();
+        state.open.store(true, Ordering::Relaxed);
+        Arc::new(state)
+    }
+
+    /// A connection of a server following `lifecycle`.
+    pub(crate) fn of(lifecycle: &lameduck::Lifecycle) -> Arc<Self> {
+        let state = Self {
+            lifecycle: Some(lifecycle.clone()),
+            ..Self::default()
+        };
         state.open.store(true, Ordering::Relaxed);
         Arc::new(state)
     }
@@ -199,8 +213,8 @@ impl ConnectionState {
         }
     }
 
-    fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::SeqCst)
+    pub(crate) fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst) || self.lifecycle.as_ref().is_some_and(|l| l.is_cut())
     }
 
     fn lock_wakers(&self) -> std::sync::MutexGuard<'_, [Option<Waker>; 2]> {

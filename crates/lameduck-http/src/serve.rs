@@ -311,6 +311,7 @@ where
             },
             phase,
             connections: self.lifecycle.connections().clone(),
+            lifecycle: self.lifecycle.clone(),
         });
         let lifecycle = self.lifecycle;
         let mut listener = self.listener;

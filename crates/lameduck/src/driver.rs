@@ -1,11 +1,13 @@
 //! The shutdown sequence (DESIGN.md §2): one run per lifecycle, on its own task.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::time::{Instant, sleep_until};
 
+use crate::clock::{FAR_FUTURE, deadline_after};
 use crate::hooks::{HookOutcome, HookReport, Phase, millis, run_hook};
 use crate::lifecycle::Lifecycle;
 use crate::report::{PhaseTiming, Report};
@@ -89,12 +91,20 @@ impl HookLog {
             .unwrap_or_else(PoisonError::into_inner)
             .push(report);
     }
+    /// Startup attempts a trigger interrupted, or whose retry it ended: a shutdown before
+    /// Ready is orderly, and the log already has each failure.
+    fn forget_startup(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|report| report.phase != "startup");
+    }
     fn take(&self) -> Vec<HookReport> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-/// What the drain cut at its timeout (or the deadline).
+/// What the drain cut at its timeout (or the deadline), whichever path the shutdown took.
 #[derive(Default)]
 struct Cut {
     connections: usize,
@@ -102,31 +112,109 @@ struct Cut {
     tasks: Vec<String>,
 }
 
-impl Cut {
-    /// Cut whatever is still live: servers close their connections on the cut token,
-    /// tracked tasks are aborted.
-    fn now(lifecycle: &Lifecycle) -> Self {
-        let inner = &lifecycle.inner;
-        // Counted before the token fires: servers woken by it drop their guards at once.
-        let cut = Self {
-            connections: inner.connections.active(),
-            requests: inner.requests.active(),
-            tasks: inner.tasks.abandon(),
-        };
-        inner.cut.cancel();
-        cut
+/// Cut whatever is still live: servers close their connections and drop their handlers
+/// on the cut token, tracked tasks are aborted. Every call adds what it cut to `cut`, so
+/// the report counts it even when a later wait is interrupted.
+fn cut_now(lifecycle: &Lifecycle, cut: &Mutex<Cut>) {
+    let inner = &lifecycle.inner;
+    // Counted before the token fires: servers woken by it drop their guards at once.
+    let connections = inner.connections.active();
+    let requests = inner.requests.active();
+    let tasks = inner.tasks.abandon();
+    inner.cut_fired.store(true, Ordering::Release);
+    inner.cut.cancel();
+    let mut cut = cut.lock().unwrap_or_else(PoisonError::into_inner);
+    cut.connections = cut.connections.max(connections);
+    cut.requests = cut.requests.max(requests);
+    cut.tasks.extend(tasks);
+}
+
+/// Resolves once no connection, request or tracked task is live.
+async fn all_done(lifecycle: &Lifecycle) {
+    let inner = &lifecycle.inner;
+    tokio::join!(
+        inner.connections.idle(),
+        inner.requests.idle(),
+        inner.tasks.tracker.wait(),
+    );
+}
+
+/// How long the report's write to the termination log may take: what is left before the
+/// deadline, within these bounds.
+const TERMINATION_LOG_WAIT_MIN: Duration = Duration::from_millis(100);
+const TERMINATION_LOG_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Time, before the deadline, that AfterDrain needs once the cut has settled.
+const CUT_SETTLE: Duration = Duration::from_millis(250);
+
+/// The latest the drain may be cut for each AfterDrain hook to get its whole timeout
+/// before `deadline`, once the cut has settled ([`CUT_SETTLE`]): see [`after_drain_needs`].
+/// Never before now: when the grace period is too short for all of it, the drain is cut at
+/// once and the hooks get what is left.
+fn cut_at_the_latest(lifecycle: &Lifecycle, deadline: Instant) -> Instant {
+    let needs = after_drain_needs(lifecycle);
+    let needs = if needs.is_zero() {
+        needs
+    } else {
+        needs.saturating_add(CUT_SETTLE)
+    };
+    not_before_now(deadline, needs)
+}
+
+/// The latest the lame duck may end for the Stopping hooks to get their timeouts before
+/// [`cut_at_the_latest`].
+fn lame_duck_ends_at_the_latest(lifecycle: &Lifecycle, deadline: Instant) -> Instant {
+    let cut_by = cut_at_the_latest(lifecycle, deadline);
+    if cut_by >= deadline {
+        // Nothing to keep time for after the drain: the deadline alone bounds the lame duck.
+        return deadline;
+    }
+    not_before_now(cut_by, phase_needs(lifecycle, Phase::Stopping))
+}
+
+/// When the AfterDrain hooks must begin, however the cut has settled by then.
+fn after_drain_begins(lifecycle: &Lifecycle, deadline: Instant) -> Instant {
+    not_before_now(deadline, after_drain_needs(lifecycle))
+}
+
+/// The AfterDrain hooks' timeouts: summed, or the longest when the phase is concurrent.
+fn after_drain_needs(lifecycle: &Lifecycle) -> Duration {
+    phase_needs(lifecycle, Phase::AfterDrain)
+}
+
+/// The timeouts of `phase`'s hooks still registered: summed, or the longest when the
+/// phase is concurrent.
+fn phase_needs(lifecycle: &Lifecycle, phase: Phase) -> Duration {
+    let config = &lifecycle.inner.config;
+    let timeouts = lifecycle
+        .registry_for_driver()
+        .shutdown
+        .iter()
+        .filter(|hook| hook.phase == phase)
+        .map(|hook| hook.timeout.unwrap_or(config.hook_timeout()))
+        .collect::<Vec<_>>();
+    if config.concurrent_phases.contains(&phase) {
+        timeouts.into_iter().max().unwrap_or_default()
+    } else {
+        timeouts
+            .into_iter()
+            .fold(Duration::ZERO, Duration::saturating_add)
     }
 }
 
-pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>) {
+/// `deadline - before`, but not earlier than now (nor later than the deadline).
+fn not_before_now(deadline: Instant, before: Duration) -> Instant {
+    let now = Instant::now().min(deadline);
+    deadline.checked_sub(before).unwrap_or(now).max(now)
+}
+
+pub(crate) async fn drive(lifecycle: Lifecycle) {
     let inner = Arc::clone(&lifecycle.inner);
     let config = &inner.config;
     let mut timeline = Timeline {
         entered: vec![(State::Starting, Instant::now())],
     };
     let hook_log = HookLog::default();
-    let signal_task =
-        signals.map(|listener| tokio::spawn(listen_for_signals(lifecycle.clone(), listener)));
 
     // Starting: startup hooks, startup checks, readiness holds; a trigger cuts this short.
     tokio::select! {
@@ -140,51 +228,70 @@ pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>)
     }
 
     inner.triggered.cancelled().await;
+    // A trigger before Ready is an orderly shutdown: the startup hook it interrupted (or
+    // whose retry it ended) is no failure of the shutdown.
+    hook_log.forget_startup();
     let (reason, triggered_at) = match inner.trigger.get() {
         Some((reason, at)) => (reason.clone(), *at),
         // `triggered` is only cancelled after `trigger` is set.
         None => (Reason::Api, Instant::now()),
     };
-    let deadline = triggered_at + config.deadline();
+    let deadline = deadline_after(triggered_at, config.deadline());
     if config.exit_process() {
         start_watchdog(
             &lifecycle,
-            config.grace_period() - config.safety_margin() / 2,
+            config
+                .grace_period()
+                .saturating_sub(config.safety_margin() / 2),
         );
     }
 
+    // The budget is planned from the deadline backwards: the AfterDrain hooks get their
+    // timeouts before the deadline, so the lame duck, the Stopping hooks and the drain
+    // end early enough to leave them that time (see `cut_at_the_latest`).
+    let cut = Mutex::new(Cut::default());
+
     // Draining (lame duck): keep serving for the delay, for holds and Draining hooks.
     timeline.transition(&lifecycle, State::Draining);
-    let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, deadline);
+    let lame_duck_ends = lame_duck_ends_at_the_latest(&lifecycle, deadline);
+    let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, lame_duck_ends);
     let lame_duck = async {
         tokio::join!(
-            sleep_until(triggered_at + config.shutdown_delay()),
+            sleep_until(deadline_after(triggered_at, config.shutdown_delay())),
             inner.drain_holds.released(),
             draining_hooks,
         )
     };
-    let mut interrupted = bounded(&lifecycle, deadline, lame_duck).await.err();
+    let mut interrupted = match bounded(&lifecycle, lame_duck_ends, lame_duck).await {
+        Ok(_) => None,
+        Err(Interrupted::Forced) => Some(Interrupted::Forced),
+        Err(Interrupted::Deadline) if lame_duck_ends >= deadline => {
+            tracing::error!("shutdown deadline reached; abandoning what is pending");
+            Some(Interrupted::Deadline)
+        }
+        Err(Interrupted::Deadline) => {
+            tracing::warn!(
+                holds = ?inner.drain_holds.names(),
+                "lame duck cut short to leave the AfterDrain hooks their time"
+            );
+            None
+        }
+    };
     let mut holds_abandoned = inner.drain_holds.names();
 
     // Stopping: listeners close, tokens are cancelled, in-flight work finishes.
     timeline.transition(&lifecycle, State::Stopping);
     inner.stop.cancel();
     inner.tasks.tracker.close();
-    let mut cut = None;
     if interrupted.is_none() {
-        let drain_deadline = (Instant::now() + config.drain_timeout()).min(deadline);
-        let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, deadline);
+        let cut_by = cut_at_the_latest(&lifecycle, deadline);
+        let drain_deadline = deadline_after(Instant::now(), config.drain_timeout()).min(cut_by);
+        let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, cut_by);
         // The drain timeout cuts in-flight work on time even while Stopping hooks still
         // run; the hooks have timeouts of their own.
         let drain = async {
             tokio::select! {
-                _ = async {
-                    tokio::join!(
-                        inner.connections.idle(),
-                        inner.requests.idle(),
-                        inner.tasks.tracker.wait(),
-                    )
-                } => None,
+                _ = all_done(&lifecycle) => {}
                 _ = sleep_until(drain_deadline) => {
                     tracing::warn!(
                         connections = inner.connections.active(),
@@ -192,20 +299,41 @@ pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>)
                         tasks = ?inner.tasks.running_names(),
                         "drain timeout reached; cutting what remains"
                     );
-                    Some(Cut::now(&lifecycle))
+                    cut_now(&lifecycle, &cut);
                 }
             }
         };
-        match bounded(&lifecycle, deadline, async {
-            tokio::join!(drain, stopping_hooks).0
+        if let Err(why) = bounded(&lifecycle, deadline, async {
+            tokio::join!(drain, stopping_hooks)
         })
         .await
         {
-            Ok(drained) => cut = drained,
-            Err(why) => interrupted = Some(why),
+            interrupted = Some(why);
         }
     }
 
+    if interrupted.is_none() {
+        // AfterDrain begins only once every handler has returned or been dropped: servers
+        // drop what they still run when the cut fires, a scheduling or two later. A server
+        // that does not is waited for until the deadline leaves the hooks only their time.
+        let settled = async {
+            let settle_until = after_drain_begins(&lifecycle, deadline);
+            tokio::select! {
+                _ = all_done(&lifecycle) => {}
+                _ = sleep_until(settle_until) => {
+                    tracing::error!(
+                        connections = inner.connections.active(),
+                        requests = inner.requests.active(),
+                        "work still running after the cut; AfterDrain hooks begin anyway"
+                    );
+                    cut_now(&lifecycle, &cut);
+                }
+            }
+        };
+        if let Err(why) = bounded(&lifecycle, deadline, settled).await {
+            interrupted = Some(why);
+        }
+    }
     if interrupted.is_none() {
         let after_drain = run_phase(&lifecycle, &hook_log, Phase::AfterDrain, deadline);
         interrupted = bounded(&lifecycle, deadline, after_drain).await.err();
@@ -218,21 +346,25 @@ pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>)
         }
     }
     if interrupted.is_some() {
-        let late = Cut::now(&lifecycle);
-        let cut = cut.get_or_insert_with(Cut::default);
-        cut.connections = cut.connections.max(late.connections);
-        cut.requests = cut.requests.max(late.requests);
-        cut.tasks.extend(late.tasks);
+        if interrupted == Some(Interrupted::Deadline) {
+            tracing::error!("shutdown deadline reached; abandoning what is pending");
+        }
+        cut_now(&lifecycle, &cut);
         abandon_unrun_hooks(&lifecycle, &hook_log);
     }
-    if let Some(task) = signal_task {
+    if let Some(task) = inner
+        .signal_task
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
         task.abort();
     }
 
     let stopped_at = Instant::now();
     let stopping_since = timeline.entered.last().map_or(stopped_at, |(_, at)| *at);
     timeline.entered.push((State::Stopped, stopped_at));
-    let cut = cut.unwrap_or_default();
+    let cut = cut.into_inner().unwrap_or_else(PoisonError::into_inner);
     let report = Report {
         reason,
         clean: false,
@@ -251,10 +383,23 @@ pub(crate) async fn drive(lifecycle: Lifecycle, signals: Option<SignalListener>)
     }
     .finish();
     report.log_summary();
-    if let Some(path) = config.termination_log()
-        && let Err(error) = report.write_to(path)
-    {
-        tracing::error!(path = %path.display(), %error, "could not write the termination log");
+    if let Some(path) = config.termination_log() {
+        // The file is the operator's: a FIFO nobody reads or a hung network file system
+        // must not keep the process past the deadline.
+        let within = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(TERMINATION_LOG_WAIT_MIN, TERMINATION_LOG_WAIT_MAX);
+        let written = match crate::report::spawn_write(path, report.to_json().into_bytes()) {
+            Ok(outcome) => match tokio::time::timeout(within, outcome).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(std::io::Error::other("the writing thread ended")),
+                Err(_) => Err(crate::report::timed_out(within)),
+            },
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            tracing::error!(path = %path.display(), %error, "could not write the termination log");
+        }
     }
     let exit_now =
         config.exit_process() && (report.forced_by.is_some() || report.deadline_exceeded);
@@ -283,10 +428,7 @@ async fn bounded<F: std::future::Future>(
     tokio::select! {
         biased;
         _ = lifecycle.inner.force.cancelled() => Err(Interrupted::Forced),
-        _ = sleep_until(deadline) => {
-            tracing::error!("shutdown deadline reached; abandoning what is pending");
-            Err(Interrupted::Deadline)
-        }
+        _ = sleep_until(deadline) => Err(Interrupted::Deadline),
         output = fut => Ok(output),
     }
 }
@@ -298,7 +440,7 @@ async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
         std::mem::take(&mut registry.startup)
     };
     let default_timeout = lifecycle.inner.config.hook_timeout();
-    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let far = deadline_after(Instant::now(), FAR_FUTURE);
     for mut hook in hooks {
         let mut backoff = STARTUP_RETRY_FIRST;
         loop {
@@ -329,9 +471,16 @@ async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
     }
 }
 
-/// Run the hooks of `phase` once: they are taken out of the registry, so no trigger can
-/// run them again.
-async fn run_phase(lifecycle: &Lifecycle, hook_log: &HookLog, phase: Phase, deadline: Instant) {
+/// Run the hooks of `phase` once: they are taken out of the registry (and given their
+/// slots in the report, `abandoned` until they finish) now, not when the returned future
+/// is first polled, so no trigger can run them again and a phase cut short before it was
+/// polled still reports them.
+fn run_phase<'a>(
+    lifecycle: &Lifecycle,
+    hook_log: &'a HookLog,
+    phase: Phase,
+    deadline: Instant,
+) -> impl std::future::Future<Output = ()> + 'a {
     let hooks: Vec<_> = {
         let mut registry = lifecycle.registry_for_driver();
         registry.phases_taken.push(phase);
@@ -341,11 +490,9 @@ async fn run_phase(lifecycle: &Lifecycle, hook_log: &HookLog, phase: Phase, dead
         registry.shutdown = rest;
         mine
     };
-    if hooks.is_empty() {
-        return;
-    }
     let config = &lifecycle.inner.config;
     let default_timeout = config.hook_timeout();
+    let concurrent = config.concurrent_phases.contains(&phase);
     // Reverse registration order, like `defer`: what was set up last is torn down first.
     let runs: Vec<_> = hooks
         .into_iter()
@@ -360,11 +507,13 @@ async fn run_phase(lifecycle: &Lifecycle, hook_log: &HookLog, phase: Phase, dead
             }
         })
         .collect();
-    if config.concurrent_phases.contains(&phase) {
-        join_all(runs).await;
-    } else {
-        for run in runs {
-            run.await;
+    async move {
+        if concurrent {
+            join_all(runs).await;
+        } else {
+            for run in runs {
+                run.await;
+            }
         }
     }
 }
@@ -378,7 +527,7 @@ fn abandon_unrun_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
     }
 }
 
-async fn listen_for_signals(lifecycle: Lifecycle, mut listener: SignalListener) {
+pub(crate) async fn listen_for_signals(lifecycle: Lifecycle, mut listener: SignalListener) {
     let config = &lifecycle.inner.config;
     let first = listener.recv().await;
     tracing::info!(signal = %first, "signal received");
@@ -421,7 +570,16 @@ fn start_watchdog(lifecycle: &Lifecycle, after: Duration) {
             .to_string();
             eprintln!("lameduck: shutdown watchdog fired: {message}");
             if let Some(path) = lifecycle.inner.config.termination_log() {
-                let _ = std::fs::write(path, message);
+                // The exit must not depend on the write: at most a quarter of the margin.
+                let within = (lifecycle.inner.config.safety_margin() / 4)
+                    .clamp(Duration::from_millis(20), TERMINATION_LOG_WAIT_MAX);
+                if let Err(error) = crate::report::write_within(path, message.into_bytes(), within)
+                {
+                    eprintln!(
+                        "lameduck: could not write the termination log {}: {error}",
+                        path.display()
+                    );
+                }
             }
             std::process::exit(i32::from(crate::report::EXIT_DEADLINE));
         });

@@ -168,7 +168,9 @@ pub enum HookOutcome {
     Panicked,
     /// It was cut at its timeout.
     TimedOut,
-    /// The shutdown deadline (or a forced exit) came first: it was cut, or never started.
+    /// Its phase ended first, so it was cut or never started: the shutdown deadline, a
+    /// forced exit, or the end of the time its phase could have without taking the
+    /// AfterDrain hooks' timeouts (the budget is planned from the deadline backwards).
     Abandoned,
 }
 
@@ -243,7 +245,7 @@ pub(crate) async fn run_hook(
             if deadline < own_limit {
                 (
                     HookOutcome::Abandoned,
-                    Some("shutdown deadline reached".into()),
+                    Some("its phase ended: the shutdown deadline, or the time kept for the AfterDrain hooks".into()),
                 )
             } else {
                 (

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) triggered: CancellationToken,
     pub(crate) stop: CancellationToken,
     pub(crate) cut: CancellationToken,
+    /// Set just before `cut` is cancelled, for a lock-free look from the request path.
+    pub(crate) cut_fired: AtomicBool,
     pub(crate) forced: OnceLock<Signal>,
     pub(crate) force: CancellationToken,
     pub(crate) hooks: Mutex<HookRegistry>,
@@ -83,6 +85,9 @@ pub(crate) struct Inner {
     pub(crate) connections: ActivityCounter,
     pub(crate) requests: ActivityCounter,
     pub(crate) driver_started: AtomicBool,
+    /// The task listening for the configured signals, from the moment the lifecycle is
+    /// built inside a runtime (else from the first `run`).
+    pub(crate) signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) report: watch::Sender<Option<Report>>,
     pub(crate) health: Health,
 }
@@ -143,7 +148,7 @@ impl Lifecycle {
         }
         let state = watch::Sender::new(State::Starting);
         let health = Health::new(state.subscribe());
-        Self {
+        let lifecycle = Self {
             inner: Arc::new(Inner {
                 config,
                 state,
@@ -152,6 +157,7 @@ impl Lifecycle {
                 triggered: CancellationToken::new(),
                 stop: CancellationToken::new(),
                 cut: CancellationToken::new(),
+                cut_fired: AtomicBool::new(false),
                 forced: OnceLock::new(),
                 force: CancellationToken::new(),
                 hooks: Mutex::new(HookRegistry::default()),
@@ -162,10 +168,25 @@ impl Lifecycle {
                 connections: ActivityCounter::new(),
                 requests: ActivityCounter::new(),
                 driver_started: AtomicBool::new(false),
+                signal_task: Mutex::new(None),
                 report: watch::Sender::new(None),
                 health,
             }),
+        };
+        if std::process::id() == 1 {
+            tracing::warn!(
+                "running as PID 1: signals reach this process only through the handlers \
+                 lameduck installs, and orphaned child processes are not reaped; run it under \
+                 an init (tini, `docker run --init`) if it starts other programs"
+            );
         }
+        // A SIGTERM while the service is still loading must not be lost: as a PID
+        // namespace's init the kernel drops any signal without a handler, and elsewhere
+        // the default disposition would end the process without a report.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            lifecycle.listen_for_signals();
+        }
+        lifecycle
     }
 
     /// The settings in force.
@@ -275,6 +296,14 @@ impl Lifecycle {
     /// is still in flight: servers close the connections that remain.
     pub fn cut_token(&self) -> CancellationToken {
         self.inner.cut.clone()
+    }
+
+    /// Whether the cut has fired: from then on a server writes nothing more to its
+    /// clients, and the AfterDrain hooks wait until every handler has returned or been
+    /// dropped. One atomic load, no lock, unlike `cut_token().is_cancelled()`: servers
+    /// look at it on every read and write of a connection.
+    pub fn is_cut(&self) -> bool {
+        self.inner.cut_fired.load(Ordering::Acquire)
     }
 
     /// Open connections; Stopping waits until it is zero (bounded by `drain_timeout`).
@@ -449,6 +478,33 @@ impl Lifecycle {
 
     // ----- driving -------------------------------------------------------------------
 
+    /// Install the handlers of the configured signals and spawn the task that turns them
+    /// into triggers, once. Needs a tokio runtime.
+    fn listen_for_signals(&self) {
+        let mut task = self
+            .inner
+            .signal_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let signals = self.inner.config.signals();
+        if task.is_some() || signals.is_empty() {
+            return;
+        }
+        match SignalListener::new(signals) {
+            Ok(listener) => {
+                let names: Vec<&str> = signals.iter().map(|s| s.name()).collect();
+                tracing::info!(signals = ?names, "listening for shutdown signals");
+                *task = Some(tokio::spawn(crate::driver::listen_for_signals(
+                    self.clone(),
+                    listener,
+                )));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for signals; only other triggers will work");
+            }
+        }
+    }
+
     /// Drive the lifecycle to the end and return the report: run startup hooks, turn Ready,
     /// listen for the configured signals, and when a trigger comes, run the shutdown
     /// sequence (DESIGN.md §2). The report is logged and written to the termination log
@@ -462,16 +518,10 @@ impl Lifecycle {
     /// effect of ending the process without a report.
     pub async fn run(&self) -> Report {
         if !self.inner.driver_started.swap(true, Ordering::SeqCst) {
-            // Listening starts here, before anything awaits, so that no signal between
-            // this call and the driver's first poll meets the default disposition.
-            let signals = match SignalListener::new(self.inner.config.signals()) {
-                Ok(listener) => Some(listener),
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for signals; only other triggers will work");
-                    None
-                }
-            };
-            tokio::spawn(crate::driver::drive(self.clone(), signals));
+            // Built outside a runtime: listening starts here, before anything awaits, so
+            // that no signal between this call and the driver's first poll is lost.
+            self.listen_for_signals();
+            tokio::spawn(crate::driver::drive(self.clone()));
         }
         let mut rx = self.inner.report.subscribe();
         loop {

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Once, PoisonError, RwLock};
+use std::time::Duration;
 
 use crate::hooks::{HookOutcome, HookReport};
 use crate::signal::Signal;
@@ -249,7 +250,8 @@ impl Report {
         }
     }
 
-    /// Write [`to_json`](Self::to_json) to `path`, replacing what was there.
+    /// Write [`to_json`](Self::to_json) to `path`, replacing what was there. Neither the
+    /// open nor the write waits for a reader (a FIFO nobody reads is an error at once).
     pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
         write_message(path, self.to_json().as_bytes())
     }
@@ -284,14 +286,66 @@ fn is_success(item: &serde_json::Value) -> bool {
     item.get("outcome").and_then(|o| o.as_str()) == Some("ok")
 }
 
+/// Write `bytes` to `path`, replacing what was there, without ever waiting on a reader:
+/// the open does not block (a FIFO nobody reads fails at once with `ENXIO`) and neither do
+/// the writes (a full pipe fails with `WouldBlock`). A hung network file system can still
+/// block the open itself; [`write_within`] bounds that.
 fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
     file.write_all(bytes)?;
     file.flush()
+}
+
+/// [`write_message`] on a thread of its own; the receiver has its outcome. If the write
+/// hangs (a dead NFS server), the thread is left behind and dies with the process.
+pub(crate) fn spawn_write(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("lameduck-termination-log".into())
+        .spawn(move || {
+            let _ = done.send(write_message(&path, &bytes));
+        })?;
+    Ok(outcome)
+}
+
+/// Write the termination message, waiting at most `within` (blocking this thread): for the
+/// watchdog, whose exit must not depend on the file it writes.
+pub(crate) fn write_within(path: &Path, bytes: Vec<u8>, within: Duration) -> std::io::Result<()> {
+    let mut outcome = spawn_write(path, bytes)?;
+    let started = std::time::Instant::now();
+    loop {
+        match outcome.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(std::io::Error::other("the writing thread ended"));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        if started.elapsed() >= within {
+            return Err(timed_out(within));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub(crate) fn timed_out(within: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "still blocked after {}; given up so the exit is not delayed",
+            humantime::format_duration(within)
+        ),
+    )
 }
 
 /// The termination message for a panic: valid JSON of at most [`MAX_REPORT_BYTES`],
