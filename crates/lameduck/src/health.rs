@@ -343,6 +343,12 @@ pub struct HealthReport {
 /// it is Starting (the built-in [`LIFECYCLE_CHECK`]); liveness has no such check, so it
 /// keeps passing while the service drains.
 ///
+/// Once shutdown has begun (Draining or later) readiness never passes, whatever a probe
+/// excludes: [`check_excluding`](Self::check_excluding) keeps the failing `lifecycle`
+/// check even when asked to leave it out, and [`check_named`](Self::check_named) (one
+/// check, as `/readyz/NAME` asks) adds it. Excluding `lifecycle` is only honoured before
+/// shutdown, e.g. while Starting.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use lameduck::CheckKind;
@@ -476,6 +482,35 @@ impl Health {
 
     /// Like [`check`](Self::check), leaving out the checks named in `exclude` (the
     /// built-in `lifecycle` check too, if named: an explicit choice of whoever probes).
+    ///
+    /// Except once shutdown has begun (Draining or later): then a readiness report always
+    /// carries the failing `lifecycle` check, whatever `exclude` says, and never passes.
+    /// A probe that excludes it (`/readyz?exclude=lifecycle`) would otherwise keep the
+    /// pod in the load balancer through the lame duck.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use lameduck::{CheckKind, LIFECYCLE_CHECK};
+    /// let lifecycle = lameduck::Lifecycle::builder()
+    ///     .exit_process(false)
+    ///     .no_signals()
+    ///     .no_termination_log()
+    ///     .build()
+    ///     .unwrap();
+    /// # let driver = lifecycle.clone();
+    /// # let run = tokio::spawn(async move { driver.run().await });
+    /// lifecycle.shutdown(); // on to Draining
+    /// # let mut states = lifecycle.subscribe();
+    /// # states.wait_for(|s| s.is_shutting_down()).await.unwrap();
+    /// let report = lifecycle
+    ///     .health()
+    ///     .check_excluding(CheckKind::Readiness, &[LIFECYCLE_CHECK])
+    ///     .await;
+    /// assert!(!report.ok);
+    /// assert_eq!(report.checks[0].name, LIFECYCLE_CHECK);
+    /// # run.await.unwrap();
+    /// # }
+    /// ```
     pub async fn check_excluding<S: AsRef<str>>(
         &self,
         kind: CheckKind,
@@ -483,16 +518,17 @@ impl Health {
     ) -> HealthReport {
         let excluded = |name: &str| exclude.iter().any(|e| e.as_ref() == name);
         let entries = self.snapshot();
-        let mut checks: Vec<CheckResult> = self
-            .builtin(kind)
-            .filter(|_| !excluded(LIFECYCLE_CHECK))
-            .into_iter()
-            .collect();
         let selected: Vec<&Arc<Entry>> = entries
             .iter()
             .filter(|e| e.kind == kind && !excluded(&e.name))
             .collect();
         let outcomes = join_all(selected.iter().map(|e| e.evaluate())).await;
+        // The state once the checks have run: a drain that began meanwhile counts.
+        let state = *self.state.borrow();
+        let mut checks: Vec<CheckResult> = builtin(kind, state)
+            .filter(|_| !excluded(LIFECYCLE_CHECK) || vetoes(kind, state))
+            .into_iter()
+            .collect();
         checks.extend(
             selected
                 .iter()
@@ -500,7 +536,7 @@ impl Health {
                 .map(|(e, outcome)| CheckResult::from_outcome(&e.name, outcome)),
         );
         let known = |name: &str| {
-            (name == LIFECYCLE_CHECK && self.builtin(kind).is_some())
+            (name == LIFECYCLE_CHECK && kind != CheckKind::Liveness)
                 || entries.iter().any(|e| e.kind == kind && &*e.name == name)
         };
         let mut unmatched_excludes: Vec<String> = Vec::new();
@@ -519,6 +555,10 @@ impl Health {
 
     /// Run the one check of `kind` named `name` (which may be [`LIFECYCLE_CHECK`] for
     /// readiness and startup); `None` if there is no such check.
+    ///
+    /// This is the check's own result. What an endpoint for one check should answer is
+    /// [`check_named`](Self::check_named), which also fails readiness once shutdown has
+    /// begun.
     pub async fn check_one(&self, kind: CheckKind, name: &str) -> Option<CheckResult> {
         if name == LIFECYCLE_CHECK {
             return self.builtin(kind);
@@ -532,6 +572,53 @@ impl Health {
             &entry.name,
             entry.evaluate().await,
         ))
+    }
+
+    /// The one check of `kind` named `name` as an endpoint reports it (`/readyz/NAME`):
+    /// `None` if there is no such check, else a report of that check alone, except that
+    /// once shutdown has begun (Draining or later) a readiness report also carries the
+    /// failing `lifecycle` check, first, and never passes, whichever check was named.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use lameduck::CheckKind;
+    /// let lifecycle = lameduck::Lifecycle::builder()
+    ///     .exit_process(false)
+    ///     .no_signals()
+    ///     .no_termination_log()
+    ///     .build()
+    ///     .unwrap();
+    /// lifecycle.health().readiness("db", || async {});
+    /// let report = lifecycle.health().check_named(CheckKind::Readiness, "db").await;
+    /// assert!(report.is_some_and(|r| r.ok)); // Starting, but only `db` was asked for
+    /// # let driver = lifecycle.clone();
+    /// # let run = tokio::spawn(async move { driver.run().await });
+    /// lifecycle.shutdown();
+    /// # let mut states = lifecycle.subscribe();
+    /// # states.wait_for(|s| s.is_shutting_down()).await.unwrap();
+    /// let report = lifecycle.health().check_named(CheckKind::Readiness, "db").await;
+    /// assert!(report.is_some_and(|r| !r.ok && r.checks.len() == 2)); // lifecycle, db
+    /// # run.await.unwrap();
+    /// # }
+    /// ```
+    pub async fn check_named(&self, kind: CheckKind, name: &str) -> Option<HealthReport> {
+        let result = self.check_one(kind, name).await?;
+        let mut checks = Vec::with_capacity(2);
+        // The state once the check has run: a drain that began meanwhile counts.
+        let state = *self.state.borrow();
+        if !result.builtin
+            && vetoes(kind, state)
+            && let Some(builtin) = builtin(kind, state)
+        {
+            checks.push(builtin);
+        }
+        checks.push(result);
+        Some(HealthReport {
+            kind,
+            ok: checks.iter().all(|c| c.ok),
+            checks,
+            unmatched_excludes: Vec::new(),
+        })
     }
 
     /// Resolves once every startup check passes (at once if there is none). The driver
@@ -553,24 +640,36 @@ impl Health {
 
     /// The built-in check of `kind`: the lifecycle's state, where it decides.
     fn builtin(&self, kind: CheckKind) -> Option<CheckResult> {
-        let state = *self.state.borrow();
-        let ok = match kind {
-            CheckKind::Liveness => return None,
-            CheckKind::Readiness => state == State::Ready,
-            CheckKind::Startup => state != State::Starting,
-        };
-        Some(CheckResult {
-            name: LIFECYCLE_CHECK.to_owned(),
-            ok,
-            error: (!ok).then(|| state.as_str().to_owned()),
-            cached: false,
-            builtin: true,
-        })
+        builtin(kind, *self.state.borrow())
     }
 
     fn snapshot(&self) -> Arc<[Arc<Entry>]> {
         Arc::clone(&self.checks.read().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// Whether the built-in check overrides any exclusion: for readiness once shutdown has
+/// begun (it then fails with the state's name). Probes may leave `lifecycle` out while
+/// Starting (e.g. to see the other checks pass), never to stay in the load balancer while
+/// the lame duck drains.
+fn vetoes(kind: CheckKind, state: State) -> bool {
+    kind == CheckKind::Readiness && state.is_shutting_down()
+}
+
+/// The built-in check of `kind` in `state`; liveness has none.
+fn builtin(kind: CheckKind, state: State) -> Option<CheckResult> {
+    let ok = match kind {
+        CheckKind::Liveness => return None,
+        CheckKind::Readiness => state == State::Ready,
+        CheckKind::Startup => state != State::Starting,
+    };
+    Some(CheckResult {
+        name: LIFECYCLE_CHECK.to_owned(),
+        ok,
+        error: (!ok).then(|| state.as_str().to_owned()),
+        cached: false,
+        builtin: true,
+    })
 }
 
 #[cfg(test)]
@@ -785,6 +884,81 @@ mod tests {
         assert!(report.ok);
         assert_eq!(report.checks.len(), 2);
         assert_eq!(report.unmatched_excludes, ["nope"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_fails_once_shutting_down_whatever_is_excluded() {
+        let (state, health) = health();
+        health.readiness("db", || async {});
+        health.readiness("cache", || async {});
+        let every = [LIFECYCLE_CHECK, "db", "cache"];
+        state.send_replace(State::Ready);
+        assert!(
+            health
+                .check_excluding(CheckKind::Readiness, &[LIFECYCLE_CHECK])
+                .await
+                .ok
+        );
+        assert!(
+            health
+                .check_excluding(CheckKind::Readiness, &every)
+                .await
+                .ok
+        );
+
+        for s in [State::Draining, State::Stopping, State::Stopped] {
+            state.send_replace(s);
+            for exclude in [&[LIFECYCLE_CHECK][..], &every[..], &["db"][..], &[][..]] {
+                let report = health.check_excluding(CheckKind::Readiness, exclude).await;
+                assert!(!report.ok, "readiness passed in {s} excluding {exclude:?}");
+                // The built-in check is listed, failing with the state's name.
+                let builtin = &report.checks[0];
+                assert!(builtin.builtin && !builtin.ok, "{report:?}");
+                assert_eq!(builtin.error.as_deref(), Some(s.as_str()));
+                assert!(report.unmatched_excludes.is_empty(), "{report:?}");
+            }
+            // One check by name: the check, after the failing lifecycle check.
+            for name in ["db", "cache"] {
+                let report = health.check_named(CheckKind::Readiness, name).await;
+                let report = report.expect("the check exists");
+                assert!(!report.ok, "/readyz/{name} passed in {s}");
+                let names: Vec<_> = report.checks.iter().map(|c| c.name.as_str()).collect();
+                assert_eq!(names, [LIFECYCLE_CHECK, name]);
+                assert!(report.checks[1].ok, "the check itself still passes");
+            }
+            let report = health
+                .check_named(CheckKind::Readiness, LIFECYCLE_CHECK)
+                .await;
+            assert!(report.is_some_and(|r| !r.ok && r.checks.len() == 1));
+            // Startup and liveness are not affected.
+            assert!(health.check_excluding(CheckKind::Startup, &every).await.ok);
+            assert!(
+                health
+                    .check_named(CheckKind::Readiness, "nope")
+                    .await
+                    .is_none()
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn check_named_is_the_one_check_before_shutdown() {
+        let (state, health) = health();
+        health.readiness("db", || async {});
+        health.readiness("down", || async { Err::<(), _>("refused") });
+        for s in [State::Starting, State::Ready] {
+            state.send_replace(s);
+            let db = health.check_named(CheckKind::Readiness, "db").await;
+            assert!(db.is_some_and(|r| r.ok && r.checks.len() == 1), "{s}");
+            let down = health.check_named(CheckKind::Readiness, "down").await;
+            assert!(down.is_some_and(|r| !r.ok && r.checks.len() == 1), "{s}");
+        }
+        // Leaving `lifecycle` out while Starting is still the prober's choice.
+        state.send_replace(State::Starting);
+        let report = health
+            .check_excluding(CheckKind::Readiness, &[LIFECYCLE_CHECK, "down"])
+            .await;
+        assert!(report.ok, "{report:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,6 +33,14 @@ const HEALTH_PATHS: [(&str, CheckKind); 5] = [
 /// Builds the admin endpoints as an [`axum::Router`]: serve it on its own listener with
 /// [`serve_admin`] (what [`AdminServer::bind`] does), or merge it into a router of yours.
 ///
+/// `/livez` and `/healthz` (liveness), `/readyz` and `/ready` (readiness), `/startupz`
+/// (startup) answer 200 or 503, and `NAME` under each (`/readyz/db`) runs one check (404
+/// if there is none). `?verbose` lists every check, `?exclude=NAME` (repeatable) leaves
+/// one out, `Accept: application/json` asks for JSON. Once shutdown has begun (Draining
+/// or later) readiness is 503 whatever the query excludes, `lifecycle` included, and so is
+/// `/readyz/NAME` for any check: a probe written `/readyz?exclude=lifecycle` cannot keep
+/// a draining pod in the load balancer; `?verbose` still lists the checks.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
@@ -159,6 +167,7 @@ pub(crate) fn no_store_headers(headers: &mut HeaderMap) {
 }
 
 /// `?verbose` and `?exclude=NAME` (repeatable). A query that does not decode is a 400.
+/// Excluding `lifecycle` does not make readiness pass once shutdown has begun.
 type HealthQuery = Query<Vec<(String, String)>>;
 
 struct Options {
@@ -226,11 +235,13 @@ async fn health_one(
     label: &'static str,
 ) -> Response {
     let options = Options::new(query, &headers);
-    match admin.lifecycle.health().check_one(kind, &name).await {
-        Some(result) => render::respond(
+    // Readiness of one check still fails once shutdown has begun (the report then lists
+    // the failing `lifecycle` check first).
+    match admin.lifecycle.health().check_named(kind, &name).await {
+        Some(report) => render::respond(
             label,
-            result.ok,
-            std::slice::from_ref(&result),
+            report.ok,
+            &report.checks,
             &[],
             &options,
             admin.expose_details,
