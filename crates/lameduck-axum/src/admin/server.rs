@@ -1,19 +1,26 @@
 //! The admin listener: a small HTTP/1 server for the probes, up until the process exits,
 //! hardened so that a slow or hostile client cannot stall them.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use lameduck::Lifecycle;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,9 +32,12 @@ use super::admin_router;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many admin connections may be open at once: 512. Probes use one connection each
-/// (kubelet opens a new one per probe), so this leaves room for hundreds of slow or idle
-/// clients while a probe still gets a slot; over the limit, a new connection is closed at
-/// once rather than left waiting past the probe's timeout.
+/// (kubelet opens a new one per probe), and a new connection always wins over an old one
+/// that is doing nothing: at the limit, the connection that has waited longest for its
+/// next request head (idle keep-alive, or a slowloris dribbling its headers, however
+/// recently its last byte came) is closed to make room. One in the middle of a response
+/// is never chosen; only when every connection is, is the new one closed at once, rather
+/// than left waiting past the probe's timeout.
 pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 512;
 
 /// The largest request head (request line and headers) accepted: 16 KiB; a larger one
@@ -166,8 +176,11 @@ impl AdminServer {
 /// are not counted in [`Lifecycle::connections`], so they never hold up the drain.
 ///
 /// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Each request's
-/// head must arrive within the header-read timeout and fit the header limit (else 431);
-/// over the connection limit, new connections are closed at once.
+/// head must arrive within the header-read timeout and fit the header limit (else 431).
+/// At the connection limit, a new connection takes the place of the one that has waited
+/// longest for a request (see [`DEFAULT_MAX_ADMIN_CONNECTIONS`]), so idle or slow clients
+/// cannot lock the kubelet's probes out; only when every connection is in the middle of a
+/// response is the new one closed at once.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -224,7 +237,7 @@ async fn serve(
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     let http = Arc::new(http);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut open = OpenConnections::new(limits.max_connections);
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
     let grace = limits.close_grace;
@@ -250,11 +263,12 @@ async fn serve(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let Some(slot) = open.admit() else {
             if !saturated {
                 tracing::warn!(
                     limit = limits.max_connections,
-                    "admin listener at its connection limit; closing new connections"
+                    "admin listener at its connection limit with every connection answering \
+                     a request; closing new connections"
                 );
                 saturated = true;
             }
@@ -264,17 +278,28 @@ async fn serve(
         saturated = false;
         // Small answers: send them at once.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = Tracked {
+            inner: TowerToHyperService::new(router.clone()),
+            slot: Arc::clone(&slot),
+        };
         let http = Arc::clone(&http);
         let closing = closing.clone();
         connections.spawn(async move {
-            let _permit = permit;
             let conn = http.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "admin connection ended with an error");
+                    }
+                }
+                () = slot.evict.notified() => {
+                    tracing::debug!(%peer, "admin connection closed to make room for a new one");
+                    // Chosen while between requests; one that began since still gets its
+                    // answer, within the close grace.
+                    if slot.busy() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(grace, conn).await;
                     }
                 }
                 _ = closing.cancelled() => {
@@ -290,4 +315,159 @@ async fn serve(
     // Each connection is cut at its own grace; this bound is only a safety net.
     let _ = tokio::time::timeout(grace * 2, connections.wait()).await;
     tracing::debug!("admin listener closed");
+}
+
+/// The open admin connections, as the accept loop sees them: owned by that loop alone, so
+/// nothing here is locked. Each connection's task shares its [`Slot`]; a slot whose task
+/// has ended is the loop's last reference. Below the limit, admitting a connection is a
+/// push; at the limit (only then) it is one pass over the slots, without a syscall.
+struct OpenConnections {
+    slots: Vec<Arc<Slot>>,
+    max: usize,
+    epoch: Instant,
+}
+
+impl OpenConnections {
+    fn new(max: usize) -> Self {
+        Self {
+            // Grown as needed: a large limit costs nothing until used.
+            slots: Vec::new(),
+            max: max.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A slot for a new connection, making room if the limit is reached: forget the slots
+    /// of connections that have ended, then evict the connection that has waited longest
+    /// for a request head and is not answering one. `None` if every connection is
+    /// answering a request.
+    fn admit(&mut self) -> Option<Arc<Slot>> {
+        if self.slots.len() >= self.max {
+            self.slots.retain(|slot| Arc::strong_count(slot) > 1);
+        }
+        if self.slots.len() >= self.max {
+            let victim = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| !slot.busy())
+                .min_by_key(|(_, slot)| slot.waiting_since())
+                .map(|(index, _)| index)?;
+            // Its task closes it at once; the slot is the new connection's from now.
+            self.slots.swap_remove(victim).evict.notify_one();
+        }
+        let slot = Arc::new(Slot {
+            epoch: self.epoch,
+            in_flight: AtomicU32::new(0),
+            since: AtomicU64::new(micros_since(self.epoch)),
+            evict: Notify::new(),
+        });
+        self.slots.push(Arc::clone(&slot));
+        Some(slot)
+    }
+}
+
+/// What the accept loop knows of one connection. Written by the connection's own task
+/// only (uncontended), read by the accept loop only at the limit.
+#[derive(Debug)]
+struct Slot {
+    epoch: Instant,
+    /// Requests being answered (0 or 1 on HTTP/1): a connection with one is not evicted.
+    in_flight: AtomicU32,
+    /// Microseconds from `epoch` to when the connection last began waiting for a request
+    /// head: when it was accepted, or when its last response was done. Bytes of a head
+    /// do not move it, so dribbling headers buys a slowloris nothing.
+    since: AtomicU64,
+    /// Told when the connection is evicted.
+    evict: Notify,
+}
+
+impl Slot {
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    fn waiting_since(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
+    }
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Marks its connection as answering a request from the call until the response body is
+/// done (dropped), then restarts the connection's wait.
+struct InFlight(Arc<Slot>);
+
+impl InFlight {
+    fn new(slot: Arc<Slot>) -> Self {
+        slot.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(slot)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let slot = &self.0;
+        slot.since
+            .store(micros_since(slot.epoch), Ordering::Relaxed);
+        slot.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The router as a hyper service that keeps its connection's [`Slot`] up to date.
+struct Tracked<S> {
+    inner: S,
+    slot: Arc<Slot>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<TrackedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn call(&self, request: Request<ReqBody>) -> Self::Future {
+        let in_flight = InFlight::new(Arc::clone(&self.slot));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// A response body that holds its connection's [`InFlight`] until hyper is done with it.
+struct TrackedBody<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
