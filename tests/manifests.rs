@@ -149,6 +149,9 @@ fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
     assert!(dockerfile.contains("release/orders /orders"));
     assert!(dockerfile.contains("release/lameduck /lameduck"));
     assert!(dockerfile.contains("distroless/static"));
+    // PID 1 is an init that reaps orphans and forwards signals; the service is its child.
+    assert!(dockerfile.contains("/usr/bin/tini-static /tini"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/tini", "--", "/orders"]"#));
     // Exec health check via the helper, since the image has no shell or curl.
     assert!(dockerfile.contains(r#"["/lameduck", "probe", "http://127.0.0.1:9090/livez""#));
     let manifest = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();

@@ -257,9 +257,11 @@ fn a_second_sigterm_forces_the_exit() {
 }
 
 #[test]
-fn a_grace_period_shorter_than_a_request_ends_at_the_deadline() {
+fn a_grace_period_shorter_than_a_request_cuts_it_in_time_for_the_after_drain_hooks() {
     let dir = TempDir::new("orders-deadline");
-    // Deadline = 4 s - 0.4 s safety margin; the request wants 60 s.
+    // Deadline = 4 s - 0.4 s safety margin; the request wants 60 s. `persist-orders` needs
+    // its 5 s hook timeout, more than the whole deadline: the budget, planned from the
+    // deadline backwards, cuts the drain at once and the hook runs in what is left.
     let settings = env(&[
         ("LAMEDUCK_SHUTDOWN_DELAY", "0s"),
         ("LAMEDUCK_DRAIN_TIMEOUT", "20s"),
@@ -288,21 +290,31 @@ fn a_grace_period_shorter_than_a_request_ends_at_the_deadline() {
     service.signal(Signal::SIGTERM);
     let status = service.wait_exit(Duration::from_secs(30));
     let took = sigterm.elapsed();
-    assert_eq!(status, 2, "{}", service.logs());
-    // Before the platform's SIGKILL at 4 s, and not before the deadline.
+    // Unclean (a request was cut), but done before the deadline.
+    assert_eq!(status, 1, "{}", service.logs());
+    // Before the platform's SIGKILL at 4 s.
     assert!(took < Duration::from_secs(4), "exited after {took:?}");
-    assert!(
-        took >= Duration::from_millis(3_500),
-        "exited after {took:?}"
-    );
     assert!(
         slow.join().unwrap().is_err(),
         "the cut request got an answer"
     );
     let report = service.report();
-    assert_eq!(report["deadline_exceeded"], true);
-    assert_eq!(report["requests_cut"], 1);
+    assert_eq!(report["deadline_exceeded"], false, "{report}");
+    assert_eq!(report["requests_cut"], 1, "{report}");
     assert_eq!(report["clean"], false);
+    let persist = report["hooks"]
+        .as_array()
+        .and_then(|hooks| hooks.iter().find(|h| h["name"] == "persist-orders"))
+        .unwrap_or_else(|| panic!("persist-orders in {report}"));
+    assert_eq!(persist["outcome"], "ok", "{report}");
+    assert!(
+        service
+            .logs()
+            .contains("lame duck cut short to leave the AfterDrain hooks their time")
+            || service.logs().contains("drain timeout reached"),
+        "{}",
+        service.logs()
+    );
 }
 
 #[test]

@@ -19,8 +19,9 @@ const TABLE: [(&str, [u16; 4]); 15] = [
     ("/startupz", [503, 200, 200, 200]),
     ("/healthz/loop", [200, 200, 200, 200]),
     ("/livez/loop", [200, 200, 200, 200]),
-    ("/ready/db", [200, 200, 200, 200]),
-    ("/readyz/db", [200, 200, 200, 200]),
+    // One check passes, but readiness never does once shutdown has begun.
+    ("/ready/db", [200, 200, 503, 503]),
+    ("/readyz/db", [200, 200, 503, 503]),
     ("/readyz/lifecycle", [503, 200, 503, 503]),
     ("/startupz/lifecycle", [503, 200, 200, 200]),
     ("/startupz/warm", [200, 200, 200, 200]),

@@ -593,9 +593,12 @@ impl Builder {
             TerminationLog::Path(path) => Some(path),
             TerminationLog::Auto => {
                 let default = Path::new(DEFAULT_TERMINATION_LOG);
-                // Opening without `create` keeps us from making a file in /dev outside a pod.
+                // Opening without `create` keeps us from making a file in /dev outside a pod;
+                // without blocking, so that a FIFO there cannot hang the start.
+                use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
                     .open(default)
                     .ok()
                     .map(|_| default.to_path_buf())

@@ -27,10 +27,17 @@
 //! - `shutdown_delay` of lame duck (readiness fails, traffic is still served),
 //!   longer if holds or Draining hooks are still running;
 //! - then Stopping: listeners close, task tokens are cancelled, in-flight requests and
-//!   tasks get up to `drain_timeout`;
-//! - then the AfterDrain hooks, and the report;
-//! - and whatever is pending at `grace_period - safety_margin` is abandoned, so the
-//!   process always exits before the platform's SIGKILL.
+//!   tasks get up to `drain_timeout`, then are cut;
+//! - then, once every cut handler and task is gone, the AfterDrain hooks, and the report;
+//! - and whatever is pending at `grace_period - safety_margin` (the deadline) is abandoned,
+//!   so the process always exits before the platform's SIGKILL.
+//!
+//! The budget is planned from the deadline backwards: the AfterDrain hooks get their whole
+//! timeouts before the deadline, so the drain is cut, and the lame duck and the Stopping
+//! hooks end, early enough to leave them that time. When the grace period is too short for
+//! all of it, the earlier phases give way (they are cut short, and what they abandoned is
+//! in the report) and the AfterDrain hooks get what is left. The repository's README lists
+//! every guarantee.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]

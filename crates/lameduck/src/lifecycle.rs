@@ -513,9 +513,11 @@ impl Lifecycle {
     /// Any number of callers may `run` the same lifecycle; one sequence runs (on its own
     /// task, so dropping a caller does not stop it) and every caller gets the same report.
     ///
-    /// The configured signals are listened to from the first call on; call it (or a serve
-    /// helper that does) early in `main`, since before that a SIGTERM still has its default
-    /// effect of ending the process without a report.
+    /// The configured signals are listened to from the moment the lifecycle is built inside
+    /// a tokio runtime (else from the first call of `run`): a signal that arrives while the
+    /// service is still loading is a trigger like any other, and the shutdown it asked for
+    /// proceeds as soon as `run` is called. Build the lifecycle first in `main`: before it
+    /// exists, a SIGTERM has its default effect of ending the process without a report.
     pub async fn run(&self) -> Report {
         if !self.inner.driver_started.swap(true, Ordering::SeqCst) {
             // Built outside a runtime: listening starts here, before anything awaits, so
