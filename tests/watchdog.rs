@@ -77,6 +77,36 @@ fn a_blocked_runtime_is_ended_by_the_watchdog_before_the_grace_period() {
 }
 
 #[test]
+fn a_runtime_blocked_before_the_signal_still_hears_it_and_exits_before_the_grace_period() {
+    let dir = TempDir::new("watchdog-early");
+    let mut settings = settings(false);
+    settings.push(("BLOCKER_BLOCKS_WHEN_READY", "1".to_owned()));
+    let mut service = Service::start(blocker(), dir.path(), "blocked-early", &settings);
+    // Not `wait_ready`: the admin endpoints stop answering once the thread is taken.
+    service.wait_for_log(
+        "blocking the runtime thread before any signal",
+        Duration::from_secs(60),
+    );
+
+    let sigterm = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let status = service.wait_exit(Duration::from_secs(30));
+    let took = sigterm.elapsed();
+    eprintln!("exited {took:?} after SIGTERM (grace period {GRACE:?})");
+    assert_eq!(
+        status,
+        i32::from(lameduck::EXIT_DEADLINE),
+        "{}",
+        service.logs()
+    );
+    assert!(took < GRACE, "exited {took:?} after SIGTERM");
+    let report = service.report();
+    assert_eq!(report["reason"], "signal:SIGTERM", "{report}");
+    assert_eq!(report["deadline_exceeded"], true, "{report}");
+    assert!(report["watchdog"].is_string(), "{report}");
+}
+
+#[test]
 fn an_unblocked_runtime_finishes_its_own_shutdown_without_the_watchdog() {
     // The control: the same service, nothing blocked, exits cleanly with its own report.
     let dir = TempDir::new("watchdog-control");

@@ -238,12 +238,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
     };
     let deadline = deadline_after(triggered_at, config.deadline());
     if config.exit_process() {
-        start_watchdog(
-            &lifecycle,
-            config
-                .grace_period()
-                .saturating_sub(config.safety_margin() / 2),
-        );
+        arm_watchdog(&lifecycle);
     }
 
     // The budget is planned from the deadline backwards: the AfterDrain hooks get their
@@ -542,6 +537,71 @@ pub(crate) async fn listen_for_signals(lifecycle: Lifecycle, mut listener: Signa
         }
         tracing::warn!(signal = %again, "signal ignored: shutdown already under way");
     }
+}
+
+/// A thread of its own that hears the first configured signal even when the async runtime
+/// is blocked (a handler holding a worker thread with blocking work when SIGTERM comes):
+/// it triggers the shutdown and arms the watchdog, so that the process still ends before
+/// the platform's SIGKILL. The runtime's own listener hears the same signal, as its first.
+pub(crate) fn arm_watchdog_on_first_signal(lifecycle: &Lifecycle) {
+    let numbers: Vec<i32> = lifecycle
+        .inner
+        .config
+        .signals()
+        .iter()
+        .map(|s| s.number())
+        .collect();
+    let mut heard = match signal_hook::iterator::Signals::new(&numbers) {
+        Ok(heard) => heard,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch signals off the runtime; the watchdog is armed only by the runtime");
+            return;
+        }
+    };
+    let lifecycle = lifecycle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lameduck-signal-watch".into())
+        .spawn(move || {
+            let Some(number) = heard.forever().next() else {
+                return;
+            };
+            let signal = lifecycle
+                .inner
+                .config
+                .signals()
+                .iter()
+                .copied()
+                .find(|s| s.number() == number);
+            if let Some(signal) = signal {
+                lifecycle.trigger(Reason::Signal(signal));
+            }
+            arm_watchdog(&lifecycle);
+            // Dropping `heard` unregisters this thread's handler; the runtime's stays.
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the signal watch thread");
+    }
+}
+
+/// Start the watchdog once, timed from the trigger: it fires at the grace period less half
+/// the safety margin.
+fn arm_watchdog(lifecycle: &Lifecycle) {
+    let inner = &lifecycle.inner;
+    if inner.watchdog_armed.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let config = &inner.config;
+    let triggered_at = inner.trigger.get().map_or_else(Instant::now, |(_, at)| *at);
+    let fires_at = deadline_after(
+        triggered_at,
+        config
+            .grace_period()
+            .saturating_sub(config.safety_margin() / 2),
+    );
+    start_watchdog(
+        lifecycle,
+        fires_at.saturating_duration_since(Instant::now()),
+    );
 }
 
 /// A thread, independent of the async runtime, that ends the process just before the

@@ -88,6 +88,9 @@ pub(crate) struct Inner {
     /// The task listening for the configured signals, from the moment the lifecycle is
     /// built inside a runtime (else from the first `run`).
     pub(crate) signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by whichever arms the watchdog first: the driver at the trigger, or the thread
+    /// that hears the first signal even when the runtime is blocked.
+    pub(crate) watchdog_armed: AtomicBool,
     pub(crate) report: watch::Sender<Option<Report>>,
     pub(crate) health: Health,
 }
@@ -169,6 +172,7 @@ impl Lifecycle {
                 requests: ActivityCounter::new(),
                 driver_started: AtomicBool::new(false),
                 signal_task: Mutex::new(None),
+                watchdog_armed: AtomicBool::new(false),
                 report: watch::Sender::new(None),
                 health,
             }),
@@ -494,6 +498,9 @@ impl Lifecycle {
             Ok(listener) => {
                 let names: Vec<&str> = signals.iter().map(|s| s.name()).collect();
                 tracing::info!(signals = ?names, "listening for shutdown signals");
+                if self.inner.config.exit_process() {
+                    crate::driver::arm_watchdog_on_first_signal(self);
+                }
                 *task = Some(tokio::spawn(crate::driver::listen_for_signals(
                     self.clone(),
                     listener,

@@ -1,7 +1,9 @@
 //! A service for the watchdog test whose only runtime thread can be blocked: the admin
 //! endpoints on `LAMEDUCK_ADMIN_ADDR`, the lifecycle configured from the environment, a
 //! current-thread runtime, and, with `BLOCKER_HOOK_BLOCKS=1`, a Draining hook that blocks
-//! that thread (`std::thread::sleep`) so the runtime can never finish the shutdown.
+//! that thread (`std::thread::sleep`) so the runtime can never finish the shutdown; with
+//! `BLOCKER_BLOCKS_WHEN_READY=1`, the thread is blocked as soon as the service is Ready, so
+//! that no signal can even be heard on the runtime.
 //! Prints `blocker: ready` on stderr once Ready.
 
 use std::time::Duration;
@@ -37,6 +39,10 @@ fn main() -> std::process::ExitCode {
         });
         lifecycle.ready().await;
         eprintln!("blocker: ready");
+        if std::env::var("BLOCKER_BLOCKS_WHEN_READY").is_ok_and(|v| v == "1") {
+            eprintln!("blocker: blocking the runtime thread before any signal");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         let report = run.await.expect("the lifecycle task");
         report.exit_code()
     })
