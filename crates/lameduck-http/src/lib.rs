@@ -9,7 +9,11 @@
 //!   has already queued and close the listener at Stopping, close idle connections at
 //!   once, let in-flight requests finish (bodies included) up to `drain_timeout`, cut
 //!   the rest. Every connection and request is reported to the lifecycle, so Stopping
-//!   ends the moment the last one is done.
+//!   ends the moment the last one is done. From the instant the cut fires, no connection
+//!   reads or writes another byte (each read and write looks at it, lock-free) and the
+//!   handlers still running are dropped with their connections; the lifecycle's
+//!   AfterDrain hooks begin only once they are gone, so a response a client received
+//!   was produced before those hooks ran.
 //! - [`InFlightLayer`] does the request side for any other server: counts in-flight
 //!   requests until their response body ends, adds `Connection: close` from Draining on,
 //!   and answers `503` with `Retry-After` once Stopping has begun.
