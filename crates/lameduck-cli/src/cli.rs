@@ -41,14 +41,14 @@ Exit codes:
   2  usage error, including a port that is not a number from 1 to 65535
 
 Examples:
-  lameduck probe http://127.0.0.1:8080/healthz
-  lameduck probe --timeout 250ms http://127.0.0.1:8080/readyz
-  lameduck probe -H 'Authorization: Bearer t0k3n' -H 'Host: api.local' http://127.0.0.1:8080/livez
+  lameduck probe http://127.0.0.1:9090/healthz
+  lameduck probe --timeout 250ms http://127.0.0.1:9090/readyz
+  lameduck probe -H 'Authorization: Bearer t0k3n' -H 'Host: api.local' http://127.0.0.1:9090/livez
 
   # Kubernetes exec probe in a distroless image:
   readinessProbe:
     exec:
-      command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:8080/readyz]";
+      command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:9090/readyz]";
 
 const PRESTOP_HELP: &str = "\
 With --url the GET is sent and its answer awaited (status and body are reported, not
@@ -64,15 +64,15 @@ Exit codes:
   2  usage error
 
 Examples:
-  lameduck prestop --url http://127.0.0.1:8080/shutdown
+  lameduck prestop --url http://127.0.0.1:9090/shutdown
   lameduck prestop --sleep 5s
-  lameduck prestop --url http://127.0.0.1:8080/shutdown --timeout 20s --sleep 2s
+  lameduck prestop --url http://127.0.0.1:9090/shutdown --timeout 20s --sleep 2s
 
   # Kubernetes preStop hook in a distroless image:
   lifecycle:
     preStop:
       exec:
-        command: [/lameduck, prestop, --url, http://127.0.0.1:8080/shutdown]";
+        command: [/lameduck, prestop, --url, http://127.0.0.1:9090/shutdown]";
 
 const ONCE_HELP: &str = "\
 Concurrent invocations with one key: one runs the command, the others wait for it and
@@ -129,7 +129,7 @@ pub(crate) enum Command {
     /// preStop hook: call the service's /shutdown endpoint and wait, and/or sleep
     #[command(after_help = PRESTOP_HELP)]
     Prestop(PrestopArgs),
-    /// Run a command exactly once per key, for hooks delivered at least once
+    /// Run a command once per key and container, for hooks delivered at least once
     #[command(after_help = ONCE_HELP)]
     Once(OnceArgs),
 }

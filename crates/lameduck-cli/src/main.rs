@@ -3,7 +3,7 @@
 //!
 //! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]);
 //! - `prestop`: the preStop hook, calling `/shutdown` and/or sleeping ([`prestop`]);
-//! - `once --key K -- CMD`: exactly-once execution of at-least-once hooks ([`once`]).
+//! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]).
 //!
 //! Exit codes are documented in `lameduck help` and in the crate's README.
 //!

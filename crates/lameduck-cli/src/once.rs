@@ -1,4 +1,5 @@
-//! `lameduck once`: exactly-once execution for hooks the platform delivers at least once.
+//! `lameduck once`: once-per-container execution for hooks the platform delivers at least
+//! once (the state lives in the container's file system, not the pod's or the cluster's).
 //!
 //! Per key, in the state directory:
 //! - `KEY.lock`: an empty file; whoever holds its exclusive `flock` is the runner. The

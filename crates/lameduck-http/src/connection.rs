@@ -1,4 +1,4 @@
-//! One connection through the lifecycle (DESIGN.md §5): served while Ready and Draining,
+//! One connection through the lifecycle: served while Ready and Draining,
 //! told to go away the way its protocol understands, closed at Stopping once it carries no
 //! request, cut at the drain timeout.
 //!

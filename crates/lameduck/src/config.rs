@@ -1,4 +1,5 @@
-//! Configuration: the builder's settings, `from_env()`, and their validation (DESIGN.md §6).
+//! Configuration: the builder's settings, `from_env()`, and their validation
+//! (docs/configuration.md).
 
 use std::ffi::OsString;
 use std::fmt;

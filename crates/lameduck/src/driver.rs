@@ -1,4 +1,5 @@
-//! The shutdown sequence (DESIGN.md §2): one run per lifecycle, on its own task.
+//! The shutdown sequence (docs/shutdown-timeline.md): one run per lifecycle, on its own
+//! task.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -605,8 +606,9 @@ fn arm_watchdog(lifecycle: &Lifecycle) {
 }
 
 /// A thread, independent of the async runtime, that ends the process just before the
-/// platform's SIGKILL if it is still alive then: the lifecycle has not finished (a hook
-/// blocked the runtime's only thread), or it has but `main` did not return.
+/// platform's SIGKILL if the lifecycle has not finished by then (a hook or handler blocked
+/// the runtime's threads). Once the report exists it does nothing: a process whose `main`
+/// does not return after a clean shutdown is not ended by it.
 fn start_watchdog(lifecycle: &Lifecycle, after: Duration) {
     let lifecycle = lifecycle.clone();
     let spawned = std::thread::Builder::new()

@@ -1,4 +1,4 @@
-//! Health checks (DESIGN.md §4): named liveness, readiness and startup checks, each with a
+//! Health checks: named liveness, readiness and startup checks, each with a
 //! timeout and a cache period, run single-flight; readiness and startup also carry the
 //! lifecycle's own state as the built-in `lifecycle` check. No HTTP here: the admin router
 //! of `lameduck-axum` turns a [`HealthReport`] into `/healthz`, `/readyz` and `/startupz`.

@@ -1,4 +1,4 @@
-//! Named async hooks: shutdown hooks bound to a phase, and startup hooks (DESIGN.md §3).
+//! Named async hooks: shutdown hooks bound to a phase, and startup hooks.
 
 use std::fmt;
 use std::future::Future;

@@ -36,8 +36,9 @@
 //! timeouts before the deadline, so the drain is cut, and the lame duck and the Stopping
 //! hooks end, early enough to leave them that time. When the grace period is too short for
 //! all of it, the earlier phases give way (they are cut short, and what they abandoned is
-//! in the report) and the AfterDrain hooks get what is left. The repository's README lists
-//! every guarantee.
+//! in the report) and the AfterDrain hooks get what is left. The repository's
+//! `docs/shutdown-timeline.md` walks through it step by step, and `docs/guarantees.md`
+//! lists every guarantee.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]

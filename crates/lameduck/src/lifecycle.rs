@@ -133,7 +133,10 @@ impl fmt::Debug for Lifecycle {
 }
 
 impl Lifecycle {
-    /// A builder with the defaults of DESIGN.md §6 (no environment is read).
+    /// A builder with the defaults (docs/configuration.md). No `LAMEDUCK_*` variable is
+    /// read; two defaults still look at the environment: the shutdown delay (5 s when
+    /// `KUBERNETES_SERVICE_HOST` is set, else 0) and the termination log
+    /// (`/dev/termination-log` when it is writable).
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -257,7 +260,9 @@ impl Lifecycle {
         State::from_u8(self.inner.state_now.load(Ordering::Acquire))
     }
 
-    /// A receiver that sees every state change.
+    /// A `watch` receiver of the state: it always holds the latest state, but one that is
+    /// not looked at between two changes skips the first (use [`draining`](Self::draining),
+    /// [`stopping`](Self::stopping) and the like to wait for a particular state).
     pub fn subscribe(&self) -> watch::Receiver<State> {
         self.inner.state.subscribe()
     }
@@ -514,7 +519,7 @@ impl Lifecycle {
 
     /// Drive the lifecycle to the end and return the report: run startup hooks, turn Ready,
     /// listen for the configured signals, and when a trigger comes, run the shutdown
-    /// sequence (DESIGN.md §2). The report is logged and written to the termination log
+    /// sequence (docs/shutdown-timeline.md). The report is logged and written to the termination log
     /// before this returns.
     ///
     /// Any number of callers may `run` the same lifecycle; one sequence runs (on its own

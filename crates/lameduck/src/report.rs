@@ -1,5 +1,5 @@
 //! The shutdown report: what happened, as one JSON object for the termination log
-//! (DESIGN.md §1, §6) and a summary line in the log.
+//! (docs/platform.md, "Termination message") and a summary line in the log.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The lifecycle's states and the reasons a shutdown can start (DESIGN.md §2).
+//! The lifecycle's states and the reasons a shutdown can start (docs/shutdown-timeline.md).
 
 use std::fmt;
 

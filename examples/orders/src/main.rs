@@ -8,7 +8,7 @@
 //! | `ORDERS_WORK_TIME` | how long the worker takes per order | `50ms` |
 //! | `ORDERS_WARMUP` | how long the startup hook's warm-up takes | `200ms` |
 //! | `ORDERS_QUEUE_CAPACITY` | queued orders before `POST /orders` answers 503 and readiness fails | `10000` |
-//! | `LAMEDUCK_*` | the lifecycle settings (DESIGN.md §6) | |
+//! | `LAMEDUCK_*` | the lifecycle settings (docs/configuration.md) | |
 
 mod routes;
 mod settings;

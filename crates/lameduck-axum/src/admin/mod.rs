@@ -1,4 +1,4 @@
-//! The admin endpoints (DESIGN.md §4): the router, its health and shutdown handlers, and
+//! The admin endpoints: the router, its health and shutdown handlers, and
 //! the listener that serves them.
 
 mod render;

@@ -1,4 +1,4 @@
-//! `/shutdown`: the preStop trigger (DESIGN.md §4).
+//! `/shutdown`: the preStop trigger (docs/shutdown-timeline.md, "Triggers").
 
 use std::convert::Infallible;
 use std::pin::Pin;
