@@ -65,8 +65,34 @@ fn endless_handler(started: Arc<Notify>, gone: Arc<AtomicBool>) -> axum::Router 
     )
 }
 
-#[tokio::test]
-async fn after_drain_hooks_begin_once_an_http1_handler_cut_at_the_drain_timeout_is_dropped() {
+/// Send `GET path` over a new HTTP/1 or h2c connection; the task yields the status.
+async fn send(
+    addr: std::net::SocketAddr,
+    http2_client: bool,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Result<http::StatusCode, hyper::Error>> {
+    if http2_client {
+        let (mut sender, conn) = http2(addr).await;
+        tokio::spawn(async move {
+            let _conn = conn;
+            sender
+                .send_request(common::get(path))
+                .await
+                .map(|r| r.status())
+        })
+    } else {
+        let (mut sender, conn) = http1(addr).await;
+        tokio::spawn(async move {
+            let _conn = conn;
+            sender
+                .send_request(common::get(path))
+                .await
+                .map(|r| r.status())
+        })
+    }
+}
+
+async fn after_drain_waits_for_the_cut_handler(http2_client: bool) {
     let lifecycle = drains_briefly();
     let started = Arc::new(Notify::new());
     let gone = Arc::new(AtomicBool::new(false));
@@ -77,8 +103,7 @@ async fn after_drain_hooks_begin_once_an_http1_handler_cut_at_the_drain_timeout_
     )
     .await;
 
-    let (mut sender, _conn) = http1(addr).await;
-    let request = tokio::spawn(async move { sender.send_request(common::get("/endless")).await });
+    let request = send(addr, http2_client, "/endless").await;
     within("handler start", started.notified()).await;
     lifecycle.shutdown();
 
@@ -94,34 +119,13 @@ async fn after_drain_hooks_begin_once_an_http1_handler_cut_at_the_drain_timeout_
 }
 
 #[tokio::test]
+async fn after_drain_hooks_begin_once_an_http1_handler_cut_at_the_drain_timeout_is_dropped() {
+    after_drain_waits_for_the_cut_handler(false).await;
+}
+
+#[tokio::test]
 async fn after_drain_hooks_begin_once_an_http2_handler_cut_at_the_drain_timeout_is_dropped() {
-    let lifecycle = drains_briefly();
-    let started = Arc::new(Notify::new());
-    let gone = Arc::new(AtomicBool::new(false));
-    let seen = hook_records_whether_the_handler_is_gone(&lifecycle, Arc::clone(&gone));
-    let (addr, server) = spawn_serve(
-        endless_handler(Arc::clone(&started), Arc::clone(&gone)),
-        &lifecycle,
-    )
-    .await;
-
-    let (mut sender, _conn) = http2(addr).await;
-    let request = tokio::spawn(async move { sender.send_request(common::get("/endless")).await });
-    within("handler start", started.notified()).await;
-    lifecycle.shutdown();
-
-    let report = report(server).await;
-    assert!(seen.hook_ran.load(Ordering::SeqCst));
-    assert!(
-        seen.handler_gone.load(Ordering::SeqCst),
-        "the AfterDrain hook began while the cut h2 handler still existed"
-    );
-    assert_eq!(report.requests_cut, 1, "{report:?}");
-    let answer = within("client", request).await.expect("client task");
-    assert!(
-        answer.is_err(),
-        "a cut h2 request got an answer: {answer:?}"
-    );
+    after_drain_waits_for_the_cut_handler(true).await;
 }
 
 /// A handler that accepts its order the moment the cut fires: the race of the defect,
@@ -163,25 +167,10 @@ async fn nothing_is_acknowledged_after_the_cut(http2_client: bool) {
     )
     .await;
 
-    let answer = if http2_client {
-        let (mut sender, _conn) = http2(addr).await;
-        let request = tokio::spawn(async move { sender.send_request(common::get("/order")).await });
-        wait_for_requests(&lifecycle, 1).await;
-        lifecycle.shutdown();
-        within("client", request)
-            .await
-            .expect("client task")
-            .map(|r| r.status())
-    } else {
-        let (mut sender, _conn) = http1(addr).await;
-        let request = tokio::spawn(async move { sender.send_request(common::get("/order")).await });
-        wait_for_requests(&lifecycle, 1).await;
-        lifecycle.shutdown();
-        within("client", request)
-            .await
-            .expect("client task")
-            .map(|r| r.status())
-    };
+    let request = send(addr, http2_client, "/order").await;
+    wait_for_requests(&lifecycle, 1).await;
+    lifecycle.shutdown();
+    let answer = within("client", request).await.expect("client task");
     let report = report(server).await;
     let persisted = persisted
         .lock()
