@@ -79,3 +79,8 @@ pub use tasks::TaskFailure;
 
 /// Re-exported so users need not depend on tokio-util for the task token type.
 pub use tokio_util::sync::CancellationToken;
+
+/// The crate README's Rust snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
