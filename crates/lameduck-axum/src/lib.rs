@@ -45,7 +45,14 @@
 //!
 //! To put the endpoints on a router of your own instead, merge
 //! [`AdminRouter::build`]'s router into it (and think twice before exposing `/shutdown` on
-//! a traffic port: [`AdminRouter::shutdown_endpoint`]).
+//! a traffic port: [`AdminRouter::shutdown_endpoint`]). The other way round, routes of
+//! your own (`/metrics`) go on the admin listener with [`AdminRouter::route`], served
+//! under its limits until the process exits; a route that would shadow a probe panics at
+//! construction.
+//!
+//! Handlers served by [`serve`] and by the admin listener can extract the client's
+//! address, `axum::extract::ConnectInfo<SocketAddr>`, as under `axum::serve` with
+//! `into_make_service_with_connect_info`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
@@ -59,3 +66,8 @@ pub use admin::{
     admin_router, serve_admin, serve_admin_with,
 };
 pub use serve::{Serve, ServeError, serve};
+
+/// The README's examples, compiled as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

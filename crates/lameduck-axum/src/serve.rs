@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use lameduck::{Lifecycle, Report};
 use lameduck_http::Server;
 use tokio::net::TcpListener;
@@ -28,8 +29,15 @@ pub enum ServeError {
 ///
 /// The admin listener is up before the lifecycle starts, so the startup probe answers
 /// from the first moment, and stays up until the report is written. Options:
-/// [`admin`](Serve::admin) for a customised admin router or address,
+/// [`admin`](Serve::admin) for a customised admin router (routes of your own, such as
+/// `/metrics`, next to the probes: [`AdminRouter::route`]),
+/// [`admin_listener`](Serve::admin_listener) for its address,
 /// [`server`](Serve::server) for the traffic server's settings.
+///
+/// Handlers on both listeners can extract the client's address,
+/// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under
+/// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`, at
+/// the same cost (one clone of the address into each request's extensions).
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
@@ -41,6 +49,34 @@ pub enum ServeError {
 ///     let app = Router::new().route("/", get(|| async { "hello" }));
 ///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 ///     let report = lameduck_axum::serve(listener, app, &lifecycle).await?;
+///     Ok(report.exit_code())
+/// }
+/// ```
+///
+/// With the client's address, and `/metrics` on the admin port:
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use axum::{Router, extract::ConnectInfo, routing::get};
+/// use lameduck_axum::AdminRouter;
+///
+/// async fn hello(ConnectInfo(client): ConnectInfo<SocketAddr>) -> String {
+///     format!("hello, {client}")
+/// }
+///
+/// async fn metrics() -> &'static str {
+///     "# TYPE requests_total counter\nrequests_total 7\n"
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+///     let lifecycle = lameduck::Lifecycle::from_env()
+///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+///     let app = Router::new().route("/", get(hello));
+///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+///     let report = lameduck_axum::serve(listener, app, &lifecycle)
+///         .admin(AdminRouter::new(&lifecycle).route("/metrics", get(metrics)))
+///         .await?;
 ///     Ok(report.exit_code())
 /// }
 /// ```
@@ -75,8 +111,10 @@ impl std::fmt::Debug for Serve {
 }
 
 impl Serve {
-    /// Use this admin router (e.g. with [`AdminRouter::expose_details`]) instead of the
-    /// default one.
+    /// Use this admin router instead of the default one: with routes of your own
+    /// ([`AdminRouter::route`], e.g. `/metrics`), which the admin listener serves with the
+    /// probes and the same hardening, through Draining and Stopping; or with
+    /// [`AdminRouter::expose_details`].
     pub fn admin(mut self, router: AdminRouter) -> Self {
         self.admin.router = router;
         self
@@ -120,7 +158,7 @@ impl Serve {
         }
         // The admin server ends by itself once the report is written; it is not awaited,
         // so a probe connection in progress cannot hold up the exit.
-        Ok(self.traffic.await)
+        Ok(self.traffic.connect_info(ConnectInfo).await)
     }
 }
 

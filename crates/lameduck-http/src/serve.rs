@@ -1,6 +1,7 @@
 //! [`serve`] and [`Server`]: the accept loop, from the first connection to the drained
 //! listener.
 
+use std::any::Any;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::pin::Pin;
@@ -83,6 +84,15 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// report; call [`serve`](Self::serve) to run only the server, e.g. one of several
 /// listeners of a service whose lifecycle is run elsewhere.
 ///
+/// # The client's address
+///
+/// [`connect_info`](Self::connect_info) puts data made from each connection's peer
+/// address into every request's extensions; with axum, pass
+/// `axum::extract::ConnectInfo` and handlers can extract `ConnectInfo<SocketAddr>` (or
+/// `ConnectInfo<tokio::net::unix::SocketAddr>` on a Unix socket), as with
+/// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+/// (`lameduck_axum::serve` does it by itself.)
+///
 /// # What is guaranteed at Stopping
 ///
 /// A request is *answered* (not reset) if its first bytes reached the server's socket
@@ -131,8 +141,11 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// assert!(report.clean);
 /// # }
 /// ```
+///
+/// `C` is the type of the per-connection data that [`connect_info`](Self::connect_info)
+/// puts into each request's extensions; `()`, the default, when there is none.
 #[must_use = "a server does nothing until it is awaited or `serve`d"]
-pub struct Server<L, S> {
+pub struct Server<L, S, C = ()> {
     listener: L,
     service: S,
     lifecycle: Lifecycle,
@@ -141,15 +154,22 @@ pub struct Server<L, S> {
     header_read_timeout: Option<Duration>,
     first_request_grace: Duration,
     insert_shutdown_signal: bool,
+    connect_info: Option<ConnectInfoFn<C>>,
 }
 
-impl<L, S> std::fmt::Debug for Server<L, S> {
+/// Makes a connection's data from its peer address, given as the `Option<L::Addr>` in a
+/// `&mut dyn Any` (taken out), so that `Server` names no `L::Addr` and needs no bound on
+/// `L`. Called once per connection.
+type ConnectInfoFn<C> = Box<dyn Fn(&mut dyn Any) -> Option<C> + Send + Sync>;
+
+impl<L, S, C> std::fmt::Debug for Server<L, S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("protocols", &self.protocols)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("first_request_grace", &self.first_request_grace)
             .field("insert_shutdown_signal", &self.insert_shutdown_signal)
+            .field("connect_info", &self.connect_info.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -174,10 +194,13 @@ impl<L, S> Server<L, S> {
             header_read_timeout: None,
             first_request_grace: DEFAULT_FIRST_REQUEST_GRACE,
             insert_shutdown_signal: false,
+            connect_info: None,
         }
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
     }
+}
 
+impl<L, S, C> Server<L, S, C> {
     /// How long an HTTP/1 connection may wait for its client with no request in progress:
     /// a new connection to send anything at all, a client to finish sending a request's
     /// headers, a keep-alive connection to send its next request. Past it the connection is
@@ -268,15 +291,68 @@ impl<L, S> Server<L, S> {
     }
 }
 
-impl<L: Listener, S> Server<L, S> {
+impl<L: Listener, S, C> Server<L, S, C> {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<L::Addr> {
         self.listener.local_addr()
     }
+
+    /// Put `info(peer address)`, made once per connection, into the extensions of every
+    /// request on that connection. With axum, `connect_info(axum::extract::ConnectInfo)`
+    /// lets handlers extract `ConnectInfo<SocketAddr>` (`ConnectInfo<L::Addr>`: the
+    /// `tokio::net::unix::SocketAddr` of a Unix socket), as `axum::serve` does with
+    /// `into_make_service_with_connect_info`; any other `Clone + Send + Sync` type works
+    /// too (`Extension<T>` reads it). Replaces an earlier call.
+    ///
+    /// The cost is the same as `axum::serve`'s: on each request one clone of the data
+    /// into the extensions (an allocation for the value, and the map's when it is still
+    /// empty); no lock. Without it, nothing is inserted.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::{Router, extract::ConnectInfo, routing::get};
+    ///
+    /// async fn whoami(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+    ///     peer.to_string()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// let app: Router = Router::new().route("/whoami", get(whoami));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let server = lameduck_http::serve(listener, app, &lifecycle).connect_info(ConnectInfo);
+    /// # drop(server);
+    /// # }
+    /// ```
+    pub fn connect_info<I>(
+        self,
+        info: impl Fn(L::Addr) -> I + Send + Sync + 'static,
+    ) -> Server<L, S, I>
+    where
+        I: Clone + Send + Sync + 'static,
+    {
+        Server {
+            listener: self.listener,
+            service: self.service,
+            lifecycle: self.lifecycle,
+            builder: self.builder,
+            protocols: self.protocols,
+            header_read_timeout: self.header_read_timeout,
+            first_request_grace: self.first_request_grace,
+            insert_shutdown_signal: self.insert_shutdown_signal,
+            connect_info: Some(Box::new(move |peer: &mut dyn Any| {
+                peer.downcast_mut::<Option<L::Addr>>()
+                    .and_then(Option::take)
+                    .map(&info)
+            })),
+        }
+    }
 }
 
-impl<L, S, B> Server<L, S>
+impl<L, S, B, C> Server<L, S, C>
 where
+    C: Clone + Send + Sync + 'static,
     L: Listener,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -296,10 +372,18 @@ where
             layer = layer.insert_shutdown_signal();
         }
         let service = layer.layer(CatchPanic::new(self.service));
-        // One clone per connection, reporting to that connection's state.
-        let for_connection = move |service: &InFlight<CatchPanic<S>>| {
+        let connect_info = self.connect_info;
+        // One clone per connection, reporting to that connection's state, with the
+        // connection's data if any.
+        let for_connection = move |service: &InFlight<CatchPanic<S>>, peer: L::Addr| {
             let service = service.clone();
-            move |state| TowerToHyperService::new(service.for_connection(state))
+            let info = connect_info.as_ref().and_then(|info| info(&mut Some(peer)));
+            move |state| {
+                TowerToHyperService::new(AddConnectInfo {
+                    inner: service.for_connection(state),
+                    info,
+                })
+            }
         };
         let shared = Arc::new(ServerShared {
             builder: self.builder,
@@ -333,7 +417,7 @@ where
                         Ok((io, addr)) => {
                             tracing::trace!(?addr, "connection accepted");
                             connections.spawn(serve_connection::<L, _, _>(
-                                io, for_connection(&service), Arc::clone(&shared),
+                                io, for_connection(&service, addr), Arc::clone(&shared),
                             ));
                         }
                         Err(error) if is_connection_error(&error) => {}
@@ -358,7 +442,7 @@ where
                 tracing::trace!(?addr, "queued connection accepted");
                 connections.spawn(serve_connection::<L, _, _>(
                     io,
-                    for_connection(&service),
+                    for_connection(&service, addr),
                     Arc::clone(&shared),
                 ));
             }
@@ -387,8 +471,9 @@ impl Future for ServeFuture {
     }
 }
 
-impl<L, S, B> IntoFuture for Server<L, S>
+impl<L, S, B, C> IntoFuture for Server<L, S, C>
 where
+    C: Clone + Send + Sync + 'static,
     L: Listener,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -408,5 +493,36 @@ where
             let ((), report) = tokio::join!(server, lifecycle.run());
             report
         }))
+    }
+}
+
+/// The per-connection service: puts the connection's data, if any, into each request's
+/// extensions (what axum's `AddExtension` does under `axum::serve`'s connect-info).
+#[derive(Clone)]
+struct AddConnectInfo<S, C> {
+    inner: S,
+    info: Option<C>,
+}
+
+impl<S, C, B> Service<Request<B>> for AddConnectInfo<S, C>
+where
+    S: Service<Request<B>>,
+    C: Clone + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(info) = &self.info {
+            request.extensions_mut().insert(info.clone());
+        }
+        self.inner.call(request)
     }
 }

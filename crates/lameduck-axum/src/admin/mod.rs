@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use lameduck::{CheckKind, Lifecycle};
 
 pub use server::{
@@ -19,6 +19,17 @@ pub use server::{
     DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, serve_admin, serve_admin_with,
 };
 pub use shutdown::{SHUTDOWN_HOLD, TOKEN_HEADER};
+
+/// Every path the router may serve itself: a route of the application's at one of these
+/// or under one ([`AdminRouter::route`]) is refused.
+const BUILTIN_PATHS: [&str; 6] = [
+    "/healthz",
+    "/livez",
+    "/ready",
+    "/readyz",
+    "/startupz",
+    "/shutdown",
+];
 
 /// The health endpoints: path, and the kind of check it runs. The path (without its `/`)
 /// also names the endpoint in the text output (`readyz check passed`).
@@ -41,6 +52,10 @@ const HEALTH_PATHS: [(&str, CheckKind); 5] = [
 /// `/readyz/NAME` for any check: a probe written `/readyz?exclude=lifecycle` cannot keep
 /// a draining pod in the load balancer; `?verbose` still lists the checks.
 ///
+/// Routes of your own go next to them with [`route`](Self::route) (`/metrics` for the
+/// scraper, say): served on the admin listener with the same hardening, and unable to
+/// shadow a probe.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
@@ -59,6 +74,8 @@ pub struct AdminRouter {
     lifecycle: Lifecycle,
     expose_details: bool,
     shutdown_endpoint: bool,
+    /// The application's routes, none at a built-in path.
+    routes: Router,
 }
 
 /// What every handler shares; read-only, so nothing a request does contends on it.
@@ -78,7 +95,59 @@ impl AdminRouter {
             lifecycle: lifecycle.clone(),
             expose_details: false,
             shutdown_endpoint: true,
+            routes: Router::new(),
         }
+    }
+
+    /// Serve a route of your own next to the probes, e.g. `/metrics` for Prometheus: on
+    /// the admin listener it is served under the same limits as the probes (connection
+    /// cap with eviction, header-read timeout, header size) and, like them, through
+    /// Draining and Stopping until the process exits. Your responses are left as they
+    /// are (no `Cache-Control: no-store` added). As with [`axum::Router::route`], a
+    /// handler that needs state gets it with `get(handler).with_state(state)`.
+    ///
+    /// # Panics
+    ///
+    /// If `path` is a built-in path (`/healthz`, `/livez`, `/ready`, `/readyz`,
+    /// `/startupz`, `/shutdown`) or lies under one (`/readyz/db`, `/livez/{name}`): a
+    /// route there would shadow a probe, or a check's `/NAME` form. They are reserved
+    /// whether or not [`shutdown_endpoint`](Self::shutdown_endpoint) serves `/shutdown`.
+    /// Like [`axum::Router::route`], also if `path` is invalid or already routed with the
+    /// same method.
+    ///
+    /// ```
+    /// use axum::routing::get;
+    /// use lameduck_axum::AdminRouter;
+    ///
+    /// async fn metrics() -> &'static str {
+    ///     "# TYPE up gauge\nup 1\n"
+    /// }
+    ///
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// let admin = AdminRouter::new(&lifecycle).route("/metrics", get(metrics));
+    /// // With `lameduck_axum::serve(listener, app, &lifecycle).admin(admin)`, or:
+    /// let router: axum::Router = admin.build();
+    /// # drop(router);
+    /// ```
+    ///
+    /// ```should_panic
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// // panics: "`/readyz/{check}` is reserved for the built-in `/readyz` endpoint ..."
+    /// let admin = lameduck_axum::AdminRouter::new(&lifecycle)
+    ///     .route("/readyz/{check}", axum::routing::get(|| async { "mine" }));
+    /// # drop(admin);
+    /// ```
+    #[track_caller]
+    pub fn route(mut self, path: &str, method_router: MethodRouter) -> Self {
+        if let Some(builtin) = reserved_by(path) {
+            panic!(
+                "AdminRouter::route: `{path}` is reserved for the built-in `{builtin}` endpoint \
+                 (no route of the application's may be at or under /healthz, /livez, /ready, \
+                 /readyz, /startupz or /shutdown, so that no probe can be shadowed)"
+            );
+        }
+        self.routes = self.routes.route(path, method_router);
+        self
     }
 
     /// Show why a check failed (its error text) in responses. Off by default, because an
@@ -97,7 +166,9 @@ impl AdminRouter {
     }
 
     /// The router. It has no fallback of its own, so it merges into any router; every
-    /// response it makes carries `Cache-Control: no-store`.
+    /// response of the built-in endpoints (and the 404 for a path it does not serve)
+    /// carries `Cache-Control: no-store`, while the responses of routes added with
+    /// [`route`](Self::route) are left as their handlers make them.
     pub fn build(self) -> Router {
         let admin = Arc::new(Admin {
             lifecycle: self.lifecycle,
@@ -133,10 +204,24 @@ impl AdminRouter {
                 get(shutdown::shutdown).post(shutdown::shutdown),
             );
         }
-        router
+        let builtin = router
             .with_state(admin)
-            .layer(axum::middleware::map_response(no_store))
+            .layer(axum::middleware::map_response(no_store));
+        // No path of the application's is a built-in one (`route` refused them), so this
+        // merge cannot conflict. Merged into the application's routes, not the other way
+        // round: the fallback kept (404, `no-store`) is then the built-in router's.
+        self.routes.merge(builtin)
     }
+}
+
+/// The built-in path that `path` is, or lies under (`/readyz/db`, `/livez/{name}`), if
+/// any. A parameter that begins the segment right after the name (`/livez{x}`) counts as
+/// under it too.
+fn reserved_by(path: &str) -> Option<&'static str> {
+    BUILTIN_PATHS.into_iter().find(|builtin| {
+        path.strip_prefix(builtin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '{']))
+    })
 }
 
 impl From<AdminRouter> for Router {

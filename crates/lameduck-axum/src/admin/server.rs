@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
@@ -175,8 +176,11 @@ impl AdminServer {
 /// accepting, and what is still in progress gets the close grace (1 s). Admin connections
 /// are not counted in [`Lifecycle::connections`], so they never hold up the drain.
 ///
-/// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Each request's
-/// head must arrive within the header-read timeout and fit the header limit (else 431).
+/// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Handlers can
+/// extract the client's address, [`ConnectInfo<SocketAddr>`](ConnectInfo). Every route
+/// of `router` — the probes and routes of your own ([`AdminRouter::route`](crate::AdminRouter::route)) alike — is
+/// served under the same limits: each request's head must arrive within the header-read
+/// timeout and fit the header limit (else 431).
 /// At the connection limit, a new connection takes the place of the one that has waited
 /// longest for a request (see [`DEFAULT_MAX_ADMIN_CONNECTIONS`]), so idle or slow clients
 /// cannot lock the kubelet's probes out; only when every connection is in the middle of a
@@ -281,6 +285,7 @@ async fn serve(
         let service = Tracked {
             inner: TowerToHyperService::new(router.clone()),
             slot: Arc::clone(&slot),
+            peer,
         };
         let http = Arc::clone(&http);
         let closing = closing.clone();
@@ -416,10 +421,12 @@ impl Drop for InFlight {
     }
 }
 
-/// The router as a hyper service that keeps its connection's [`Slot`] up to date.
+/// The router as a hyper service that keeps its connection's [`Slot`] up to date and
+/// gives handlers the client's address (`ConnectInfo<SocketAddr>`).
 struct Tracked<S> {
     inner: S,
     slot: Arc<Slot>,
+    peer: SocketAddr,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -433,8 +440,9 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn call(&self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
         let in_flight = InFlight::new(Arc::clone(&self.slot));
+        request.extensions_mut().insert(ConnectInfo(self.peer));
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;

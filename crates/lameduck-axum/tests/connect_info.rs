@@ -1,0 +1,90 @@
+//! `ConnectInfo<SocketAddr>` for every handler that lameduck-axum serves: the traffic
+//! listener of `lameduck_axum::serve`, and the admin listener (probes and routes of the
+//! application's alike).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use common::*;
+use lameduck_axum::AdminRouter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn whoami(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+    peer.to_string()
+}
+
+/// `GET path` on a connection of its own; the reply and the client's own address.
+async fn get_from(addr: SocketAddr, path: &str) -> (Reply, SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let me = stream.local_addr().expect("client address");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server answers in time")
+        .expect("read");
+    (parse(&bytes).expect("an HTTP response"), me)
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_get_the_client_address_on_both_listeners() {
+    let lifecycle = builder()
+        .shutdown_delay(Duration::ZERO)
+        .build()
+        .expect("a valid configuration");
+    let (traffic, traffic_addr) = bind().await;
+    let (admin, admin_addr) = bind().await;
+    let app = Router::new().route("/whoami", get(whoami));
+    let serve = lameduck_axum::serve(traffic, app, &lifecycle)
+        .admin(AdminRouter::new(&lifecycle).route("/whoami", get(whoami)))
+        .admin_listener(admin);
+    let serve = tokio::spawn(serve.into_future());
+
+    for addr in [traffic_addr, admin_addr] {
+        let (reply, me) = get_from(addr, "/whoami").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, me.to_string());
+    }
+
+    lifecycle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, serve)
+        .await
+        .expect("serve returns")
+        .expect("no panic")
+        .expect("serve started");
+    assert!(report.clean, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_admin_gives_the_client_address_too() {
+    let lifecycle = lifecycle();
+    let admin = serve(
+        AdminRouter::new(&lifecycle).route("/whoami", get(whoami)),
+        &lifecycle,
+    )
+    .await;
+    let (reply, me) = get_from(admin.local_addr(), "/whoami").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, me.to_string());
+    admin.shutdown();
+    tokio::time::timeout(PATIENCE, admin.wait())
+        .await
+        .expect("the admin server ends");
+}
