@@ -19,6 +19,8 @@
 //!   and answers `503` with `Retry-After` once Stopping has begun.
 //! - [`ShutdownSignal`] lets long-lived responses (SSE, WebSocket, streams) end
 //!   themselves cleanly when Stopping begins.
+//! - [`Server::connect_info`] gives handlers the peer's address, as axum's
+//!   `into_make_service_with_connect_info` does (`.connect_info(axum::extract::ConnectInfo)`).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
