@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::duration;
-use crate::header::{self, Header};
 use crate::hook_log::LogTo;
 use crate::once::Key;
 
@@ -146,8 +145,9 @@ pub(crate) struct ProbeArgs {
     pub(crate) timeout: Duration,
 
     /// Request header 'Name: value'; repeatable
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header::parse)]
-    pub(crate) headers: Vec<Header>,
+    // Parsed in `main`, not by clap, whose error would repeat the argument as typed.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub(crate) headers: Vec<String>,
 }
 
 /// Arguments of `prestop`.
@@ -161,8 +161,13 @@ pub(crate) struct PrestopArgs {
     pub(crate) url: Option<String>,
 
     /// Request header 'Name: value' for --url; repeatable
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header::parse, requires = "url")]
-    pub(crate) headers: Vec<Header>,
+    #[arg(
+        short = 'H',
+        long = "header",
+        value_name = "NAME: VALUE",
+        requires = "url"
+    )]
+    pub(crate) headers: Vec<String>,
 
     /// Sleep this long (after the call, if --url is given too)
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]

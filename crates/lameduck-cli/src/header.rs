@@ -15,18 +15,27 @@ pub(crate) struct Header {
 /// Why a `--header` argument was rejected.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HeaderError {
-    /// No colon separating name and value.
-    #[error("expected 'Name: value', got {0:?}")]
-    MissingColon(String),
-    /// The name is empty or has characters a header name cannot have.
-    #[error("invalid header name {name:?}: {source}")]
+    /// No colon separating name and value. What was typed is not repeated: a mistyped
+    /// `Authorization` header holds a secret, and exec hook output ends up in events.
+    #[error(
+        "a header is 'Name: value', but one has no colon ({chars} characters, not shown: it may hold a secret)"
+    )]
+    MissingColon {
+        /// How long the argument was.
+        chars: usize,
+    },
+    /// The name is empty or has characters a header name cannot have. Not shown either: an
+    /// invalid name is usually a value typed without its name.
+    #[error(
+        "a header name is not valid ({chars} characters, not shown: it may hold a secret): {source}"
+    )]
     Name {
-        /// The offending name.
-        name: String,
+        /// How long the name was.
+        chars: usize,
         /// Why `http` refused it.
         source: InvalidHeaderName,
     },
-    /// The value has control characters.
+    /// The value has control characters. The (valid) name is shown, the value is not.
     #[error("invalid value for header {name:?}: {source}")]
     Value {
         /// The header's name.
@@ -40,11 +49,13 @@ pub(crate) enum HeaderError {
 pub(crate) fn parse(input: &str) -> Result<Header, HeaderError> {
     let (name, value) = input
         .split_once(':')
-        .ok_or_else(|| HeaderError::MissingColon(input.to_owned()))?;
+        .ok_or_else(|| HeaderError::MissingColon {
+            chars: input.chars().count(),
+        })?;
     let name = name.trim();
     let header_name =
         HeaderName::from_bytes(name.as_bytes()).map_err(|source| HeaderError::Name {
-            name: name.to_owned(),
+            chars: name.chars().count(),
             source,
         })?;
     let value = HeaderValue::from_str(value.trim()).map_err(|source| HeaderError::Value {
@@ -83,7 +94,7 @@ mod tests {
     fn rejects_malformed() {
         assert!(matches!(
             parse("novalue"),
-            Err(HeaderError::MissingColon(_))
+            Err(HeaderError::MissingColon { .. })
         ));
         assert!(matches!(parse(": v"), Err(HeaderError::Name { .. })));
         assert!(matches!(parse("a b: v"), Err(HeaderError::Name { .. })));

@@ -38,7 +38,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::hook_log::HookLog;
-use crate::target::{Target, UrlError};
+use crate::target::Target;
 
 /// Exit code of `once` when lameduck itself failed before running the command (the
 /// convention of `env`, `timeout` and `docker run`).
@@ -59,7 +59,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match probe::run(url, args.headers, args.timeout) {
+            let headers = parse_headers("probe", &args.headers);
+            match probe::run(url, headers, args.timeout) {
                 probe::Verdict::Success { warning } => {
                     if let Some(warning) = warning {
                         eprintln!("lameduck probe: {warning}");
@@ -77,10 +78,11 @@ fn main() -> ExitCode {
                 Ok(url) => url,
                 Err(err) => usage_error("prestop", &err),
             };
+            let headers = parse_headers("prestop", &args.headers);
             let mut log = HookLog::open(args.log_to, "lameduck prestop");
             let plan = prestop::Plan {
                 url,
-                headers: args.headers,
+                headers,
                 timeout: args.timeout,
                 sleep: args.sleep,
             };
@@ -101,11 +103,19 @@ fn main() -> ExitCode {
 /// Exits as clap does for a bad argument (status 2, with the subcommand's usage), for a
 /// URL checked after parsing. The message is `err`'s, which never shows credentials;
 /// clap's own value-parser message would repeat the argument as given.
-fn usage_error(subcommand: &str, err: &UrlError) -> ! {
+fn usage_error(subcommand: &str, err: &dyn std::fmt::Display) -> ! {
     let mut command = Cli::command();
     command.build();
     match command.find_subcommand_mut(subcommand) {
         Some(sub) => sub.error(ErrorKind::ValueValidation, err).exit(),
         None => command.error(ErrorKind::ValueValidation, err).exit(),
     }
+}
+
+/// The `--header` arguments, parsed here rather than by clap, whose message would repeat a
+/// malformed one as typed (a secret, often); a bad one is a usage error that does not.
+fn parse_headers(subcommand: &str, raw: &[String]) -> Vec<header::Header> {
+    raw.iter()
+        .map(|h| header::parse(h).unwrap_or_else(|err| usage_error(subcommand, &err)))
+        .collect()
 }

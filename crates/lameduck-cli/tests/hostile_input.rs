@@ -284,3 +284,33 @@ fn once_says_when_the_state_directory_is_not_a_directory() {
     assert!(message.contains(&state.display().to_string()), "{message}");
     assert!(message.contains("not a directory"), "{message}");
 }
+
+/// A mistyped header (`Bearer x` for `Authorization: Bearer x`) is a usage error that never
+/// repeats what was typed: exec hook output ends up in kubelet events.
+#[test]
+fn a_malformed_header_is_refused_without_being_echoed() {
+    for header in [
+        "Bearer s3cr3t-token",
+        "Authorization Bearer s3cr3t-token: x",
+        "Authorization: s3cr3t\u{1}token",
+    ] {
+        for args in [
+            &["probe", "-H", header, "http://127.0.0.1:9/livez"][..],
+            &[
+                "prestop",
+                "--log-to",
+                "stderr",
+                "-H",
+                header,
+                "--url",
+                "http://127.0.0.1:9/shutdown",
+            ],
+        ] {
+            let output = run_with_deadline(args);
+            let message = all_output(&output);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+            assert!(!message.contains("s3cr3t"), "{args:?}: {message}");
+            assert!(message.contains("header"), "{args:?}: {message}");
+        }
+    }
+}
