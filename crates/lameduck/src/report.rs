@@ -257,6 +257,23 @@ impl Report {
     }
 }
 
+/// `main` can return the report itself: the process exits with its
+/// [`exit_status`](Report::exit_status) (the report is already logged and written).
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> lameduck::Report {
+///     let lifecycle = lameduck::Lifecycle::from_env()
+///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+///     lifecycle.run().await
+/// }
+/// ```
+impl std::process::Termination for Report {
+    fn report(self) -> ExitCode {
+        self.exit_code()
+    }
+}
+
 const MAX_ERROR_CHARS: usize = 200;
 
 /// Shorten the free texts of a list item (a name, an error) to [`MAX_ERROR_CHARS`].
@@ -522,5 +539,17 @@ mod tests {
         let r = r.finish();
         assert_eq!(r.exit_status(), 143);
         assert!(r.to_json().contains(r#""forced_by":"SIGTERM""#));
+    }
+
+    #[test]
+    fn main_can_return_the_report() {
+        use std::process::Termination;
+        let mut r = report(1);
+        r.deadline_exceeded = true;
+        let r = r.finish();
+        assert_eq!(
+            format!("{:?}", r.clone().report()),
+            format!("{:?}", ExitCode::from(EXIT_DEADLINE))
+        );
     }
 }
