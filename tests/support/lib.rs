@@ -43,6 +43,8 @@ pub fn binary(name: &str) -> PathBuf {
             "hello",
             "-p",
             "lameduck-cli",
+            "-p",
+            "axum-serve",
         ]);
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
