@@ -45,6 +45,8 @@ pub fn binary(name: &str) -> PathBuf {
             "lameduck-cli",
             "-p",
             "axum-serve",
+            "-p",
+            "tls",
         ]);
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
