@@ -7,15 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use lameduck_platform_tests::{Service, TempDir, binary, get};
+use lameduck_platform_tests::{Service, TempDir, binary, env, get};
 use nix::sys::signal::Signal;
 
 /// A safety net for what should take far less; nothing is paced by it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
-}
 
 /// `POST /orders` with all of its body but the last byte sent; [`finish`] sends that byte
 /// and reads the answer. The handler cannot return before then.

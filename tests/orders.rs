@@ -6,8 +6,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lameduck_loadgen::{LoadConfig, LoadReport};
-use lameduck_platform_tests::{Service, TempDir, binary, get, parse_response, request};
+use lameduck_platform_tests::{Service, TempDir, binary, get, parse_response, request, start_load};
 use nix::sys::signal::Signal;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -54,33 +53,6 @@ fn read_events(
         }
     }
     parse_response(&raw)
-}
-
-/// Keep-alive load on `/` from `connections` clients until `stop` fires.
-fn start_load(
-    service: &Service,
-    connections: usize,
-    rate: u64,
-) -> (
-    std::thread::JoinHandle<LoadReport>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut config = LoadConfig::new(&format!("http://{}/", service.traffic)).unwrap();
-    config.connections = connections;
-    config.rate = rate;
-    config.duration = None;
-    let load = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(lameduck_loadgen::run(config, async {
-                let _ = stop_rx.await;
-            }))
-    });
-    (load, stop_tx)
 }
 
 #[test]

@@ -4,45 +4,13 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lameduck_loadgen::{LoadConfig, LoadReport};
-use lameduck_platform_tests::{Service, TempDir, binary, get};
+use lameduck_platform_tests::{Service, TempDir, binary, env, get, start_load};
 use nix::sys::signal::Signal;
 
 /// A safety net for what should take far less; nothing is paced by it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
 const LOAD_CONNECTIONS: usize = 32;
-
-fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
-}
-
-/// Keep-alive load on `/` from `connections` clients until `stop` fires.
-fn start_load(
-    service: &Service,
-    connections: usize,
-    rate: u64,
-) -> (
-    std::thread::JoinHandle<LoadReport>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut config = LoadConfig::new(&format!("http://{}/", service.traffic)).unwrap();
-    config.connections = connections;
-    config.rate = rate;
-    config.duration = None;
-    let load = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(lameduck_loadgen::run(config, async {
-                let _ = stop_rx.await;
-            }))
-    });
-    (load, stop_tx)
-}
 
 #[test]
 fn axum_serve_recipe_sigterm_under_load_fails_no_request() {

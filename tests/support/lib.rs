@@ -417,6 +417,39 @@ fn dechunk(mut rest: &str) -> Option<String> {
     }
 }
 
+/// Keep-alive load on `/` from `connections` clients until `stop` fires.
+pub fn start_load(
+    service: &Service,
+    connections: usize,
+    rate: u64,
+) -> (
+    std::thread::JoinHandle<lameduck_loadgen::LoadReport>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut config =
+        lameduck_loadgen::LoadConfig::new(&format!("http://{}/", service.traffic)).unwrap();
+    config.connections = connections;
+    config.rate = rate;
+    config.duration = None;
+    let load = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(lameduck_loadgen::run(config, async {
+                let _ = stop_rx.await;
+            }))
+    });
+    (load, stop_tx)
+}
+
+/// Environment pairs for [`Service::start`].
+pub fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
 /// The repository README's Rust snippets, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -12,7 +12,7 @@ use crate::clock::{FAR_FUTURE, deadline_after};
 use crate::hooks::{HookOutcome, HookReport, Phase, millis, run_hook};
 use crate::lifecycle::Lifecycle;
 use crate::report::{PhaseTiming, Report};
-use crate::signal::SignalListener;
+use crate::signal::{Signal, SignalListener};
 use crate::state::{Reason, State};
 
 /// Why a wait ended early.
@@ -524,34 +524,46 @@ fn abandon_unrun_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
 }
 
 pub(crate) async fn listen_for_signals(lifecycle: Lifecycle, mut listener: SignalListener) {
-    let config = &lifecycle.inner.config;
     let first = listener.recv().await;
-    tracing::info!(signal = %first, "signal received");
-    lifecycle.trigger(Reason::Signal(first));
+    heard_first(&lifecycle, first);
     loop {
-        let again = listener.recv().await;
-        if config.force_on_second_signal() {
-            tracing::error!(signal = %again, "second signal during shutdown; forcing exit");
-            let _ = lifecycle.inner.forced.set(again);
-            lifecycle.inner.force.cancel();
+        if heard_again(&lifecycle, listener.recv().await) {
             return;
         }
-        tracing::warn!(signal = %again, "signal ignored: shutdown already under way");
     }
 }
 
-/// A thread of its own that hears the first configured signal even when the async runtime
-/// is blocked (a handler holding a worker thread with blocking work when SIGTERM comes):
-/// it triggers the shutdown and arms the watchdog, so that the process still ends before
-/// the platform's SIGKILL. The runtime's own listener hears the same signal, as its first.
+/// The first signal this listener heard: a trigger (a no-op when another came first).
+fn heard_first(lifecycle: &Lifecycle, signal: Signal) {
+    tracing::info!(%signal, "signal received");
+    lifecycle.trigger(Reason::Signal(signal));
+}
+
+/// A later signal: forces the exit when so configured (true), else is ignored.
+///
+/// Two listeners hear every signal: the runtime's task and, when the process is to exit,
+/// a thread of its own. Each counts its own signals, and whichever triggered the shutdown
+/// had taken the first signal before anyone could see the state change, so a second
+/// signal sent after that is never merged into the first by both.
+fn heard_again(lifecycle: &Lifecycle, signal: Signal) -> bool {
+    if lifecycle.inner.config.force_on_second_signal() {
+        if lifecycle.inner.forced.set(signal).is_ok() {
+            tracing::error!(%signal, "second signal during shutdown; forcing exit");
+        }
+        lifecycle.inner.force.cancel();
+        return true;
+    }
+    tracing::warn!(%signal, "signal ignored: shutdown already under way");
+    false
+}
+
+/// A thread of its own that hears the configured signals even when the async runtime is
+/// blocked (a handler holding a worker thread with blocking work when SIGTERM comes): the
+/// first triggers the shutdown and arms the watchdog, so that the process still ends
+/// before the platform's SIGKILL; a second forces the exit, as the runtime's listener does.
 pub(crate) fn arm_watchdog_on_first_signal(lifecycle: &Lifecycle) {
-    let numbers: Vec<i32> = lifecycle
-        .inner
-        .config
-        .signals()
-        .iter()
-        .map(|s| s.number())
-        .collect();
+    let config = &lifecycle.inner.config;
+    let numbers: Vec<i32> = config.signals().iter().map(|s| s.number()).collect();
     let mut heard = match signal_hook::iterator::Signals::new(&numbers) {
         Ok(heard) => heard,
         Err(error) => {
@@ -563,21 +575,28 @@ pub(crate) fn arm_watchdog_on_first_signal(lifecycle: &Lifecycle) {
     let spawned = std::thread::Builder::new()
         .name("lameduck-signal-watch".into())
         .spawn(move || {
-            let Some(number) = heard.forever().next() else {
-                return;
+            let signal_of = |number: i32| {
+                lifecycle
+                    .inner
+                    .config
+                    .signals()
+                    .iter()
+                    .copied()
+                    .find(|s| s.number() == number)
             };
-            let signal = lifecycle
-                .inner
-                .config
-                .signals()
-                .iter()
-                .copied()
-                .find(|s| s.number() == number);
-            if let Some(signal) = signal {
-                lifecycle.trigger(Reason::Signal(signal));
+            let mut first = true;
+            for number in heard.forever() {
+                let Some(signal) = signal_of(number) else {
+                    continue;
+                };
+                if first {
+                    first = false;
+                    heard_first(&lifecycle, signal);
+                    arm_watchdog(&lifecycle);
+                } else if heard_again(&lifecycle, signal) {
+                    return;
+                }
             }
-            arm_watchdog(&lifecycle);
-            // Dropping `heard` unregisters this thread's handler; the runtime's stays.
         });
     if let Err(error) = spawned {
         tracing::error!(%error, "could not start the signal watch thread");
