@@ -149,11 +149,11 @@ const TERMINATION_LOG_WAIT_MAX: Duration = Duration::from_secs(1);
 const CUT_SETTLE: Duration = Duration::from_millis(250);
 
 /// The latest the drain may be cut for each AfterDrain hook to get its whole timeout
-/// before `deadline`, once the cut has settled ([`CUT_SETTLE`]): see [`after_drain_needs`].
+/// before `deadline`, once the cut has settled ([`CUT_SETTLE`]): see [`phase_needs`].
 /// Never before now: when the grace period is too short for all of it, the drain is cut at
 /// once and the hooks get what is left.
 fn cut_at_the_latest(lifecycle: &Lifecycle, deadline: Instant) -> Instant {
-    let needs = after_drain_needs(lifecycle);
+    let needs = phase_needs(lifecycle, Phase::AfterDrain);
     let needs = if needs.is_zero() {
         needs
     } else {
@@ -175,12 +175,7 @@ fn lame_duck_ends_at_the_latest(lifecycle: &Lifecycle, deadline: Instant) -> Ins
 
 /// When the AfterDrain hooks must begin, however the cut has settled by then.
 fn after_drain_begins(lifecycle: &Lifecycle, deadline: Instant) -> Instant {
-    not_before_now(deadline, after_drain_needs(lifecycle))
-}
-
-/// The AfterDrain hooks' timeouts: summed, or the longest when the phase is concurrent.
-fn after_drain_needs(lifecycle: &Lifecycle) -> Duration {
-    phase_needs(lifecycle, Phase::AfterDrain)
+    not_before_now(deadline, phase_needs(lifecycle, Phase::AfterDrain))
 }
 
 /// The timeouts of `phase`'s hooks still registered: summed, or the longest when the
@@ -385,8 +380,12 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         let within = deadline
             .saturating_duration_since(Instant::now())
             .clamp(TERMINATION_LOG_WAIT_MIN, TERMINATION_LOG_WAIT_MAX);
-        let written = match crate::report::spawn_write(path, report.to_json().into_bytes()) {
-            Ok(outcome) => match tokio::time::timeout(within, outcome).await {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let spawned = crate::report::spawn_write(path, report.to_json().into_bytes(), move |r| {
+            let _ = done.send(r);
+        });
+        let written = match spawned {
+            Ok(()) => match tokio::time::timeout(within, outcome).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(std::io::Error::other("the writing thread ended")),
                 Err(_) => Err(crate::report::timed_out(within)),

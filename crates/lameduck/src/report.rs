@@ -319,39 +319,33 @@ fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.flush()
 }
 
-/// [`write_message`] on a thread of its own; the receiver has its outcome. If the write
-/// hangs (a dead NFS server), the thread is left behind and dies with the process.
+/// [`write_message`] on a thread of its own; `done` gets its outcome. If the write hangs
+/// (a dead NFS server), the thread is left behind and dies with the process.
 pub(crate) fn spawn_write(
     path: &Path,
     bytes: Vec<u8>,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
-    let (done, outcome) = tokio::sync::oneshot::channel();
+    done: impl FnOnce(std::io::Result<()>) + Send + 'static,
+) -> std::io::Result<()> {
     let path = path.to_path_buf();
     std::thread::Builder::new()
         .name("lameduck-termination-log".into())
-        .spawn(move || {
-            let _ = done.send(write_message(&path, &bytes));
-        })?;
-    Ok(outcome)
+        .spawn(move || done(write_message(&path, &bytes)))?;
+    Ok(())
 }
 
 /// Write the termination message, waiting at most `within` (blocking this thread): for the
 /// watchdog, whose exit must not depend on the file it writes.
 pub(crate) fn write_within(path: &Path, bytes: Vec<u8>, within: Duration) -> std::io::Result<()> {
-    let mut outcome = spawn_write(path, bytes)?;
-    let started = std::time::Instant::now();
-    loop {
-        match outcome.try_recv() {
-            Ok(result) => return result,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                return Err(std::io::Error::other("the writing thread ended"));
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+    let (done, outcome) = std::sync::mpsc::channel();
+    spawn_write(path, bytes, move |result| {
+        let _ = done.send(result);
+    })?;
+    match outcome.recv_timeout(within) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(timed_out(within)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(std::io::Error::other("the writing thread ended"))
         }
-        if started.elapsed() >= within {
-            return Err(timed_out(within));
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
