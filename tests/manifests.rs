@@ -53,11 +53,11 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
     // Ports: traffic on the service's default PORT, admin on the SDK's default address.
     assert_eq!(named_port(container, "http"), 8080);
     assert_eq!(env_value(container, "PORT"), Some("8080"));
-    let admin_port = u64::from(lameduck::DEFAULT_ADMIN_ADDR.port());
+    let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
     assert_eq!(named_port(container, "admin"), admin_port);
     assert_eq!(
         env_value(container, "LAMEDUCK_ADMIN_ADDR"),
-        Some(lameduck::DEFAULT_ADMIN_ADDR.to_string().as_str())
+        Some(lameduck_axum::DEFAULT_ADMIN_ADDR.to_string().as_str())
     );
 
     // Probes point at the admin router's paths on the admin port.
@@ -120,7 +120,12 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
         let name = var["name"].as_str().unwrap();
         if name.starts_with("LAMEDUCK_") {
             assert!(
-                lameduck::ENV_VARS.contains(&name),
+                lameduck::ENV_VARS.contains(&name)
+                    || [
+                        lameduck_axum::ENV_ADMIN_ADDR,
+                        lameduck_axum::ENV_SHUTDOWN_TOKEN
+                    ]
+                    .contains(&name),
                 "unknown variable {name}"
             );
         }

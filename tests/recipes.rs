@@ -198,7 +198,7 @@ fn tls_recipe_serves_https_and_finishes_a_request_in_flight_at_sigterm() {
     assert_eq!(report["connections_cut"], 0, "{report}");
     // The request was in flight through the whole lame duck and into Stopping: the
     // drain waited for it.
-    let phases = report["phases"].as_array().unwrap();
+    let phases = report["states"].as_array().unwrap();
     assert!(phases.iter().any(|p| p["state"] == "stopping"), "{report}");
 }
 

@@ -459,7 +459,7 @@ impl Service {
     /// How long lameduck says a phase lasted (`stopping`, `draining`), from its report.
     pub(crate) fn phase_ms(&self, state: &str) -> Option<u64> {
         self.report()?
-            .get("phases")?
+            .get("states")?
             .as_array()?
             .iter()
             .find(|p| p.get("state").and_then(|s| s.as_str()) == Some(state))?

@@ -15,40 +15,35 @@
 //! and `?exclude=NAME` (repeatable), answer JSON on `Accept: application/json`, `HEAD`
 //! wherever `GET` works, 200 or 503, and `Cache-Control: no-store` always. Why a check
 //! failed goes to the log; responses withhold it unless
-//! [`AdminRouter::expose_details`] says otherwise (the built-in `lifecycle` check's state
+//! [`Admin::expose_details`] says otherwise (the built-in `lifecycle` check's state
 //! name, e.g. `draining`, is always shown).
 //!
+//! A service's `main` ends with [`serve`], which serves the application, starts the
+//! admin endpoints on their own listener and drives the lifecycle to its report:
+//!
 //! ```no_run
+//! use axum::{Router, routing::get};
+//!
 //! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     let lifecycle = lameduck::Lifecycle::from_env()
-//!         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+//! async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+//!     let lifecycle = lameduck::Lifecycle::from_env()?;
 //!     lifecycle.health().readiness("db", || async {
 //!         // db.ping().await
 //!         Ok::<(), std::io::Error>(())
 //!     });
-//!
+//!     let app = Router::new().route("/", get(|| async { "hello" }));
+//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //!     // Probes on LAMEDUCK_ADMIN_ADDR (default 0.0.0.0:9090), up until the process exits.
-//!     let admin = match lameduck_axum::AdminServer::bind(&lifecycle).await {
-//!         Ok(admin) => admin,
-//!         Err(error) => {
-//!             eprintln!("{error}");
-//!             return std::process::ExitCode::FAILURE;
-//!         }
-//!     };
-//!     tracing::info!(addr = %admin.local_addr(), "admin endpoints listening");
-//!
-//!     // ... serve traffic ...
-//!     lifecycle.run().await.exit_code()
+//!     Ok(lameduck_axum::serve(listener, app, &lifecycle).await?)
 //! }
 //! ```
 //!
-//! To put the endpoints on a router of your own instead, merge
-//! [`AdminRouter::build`]'s router into it (and think twice before exposing `/shutdown` on
-//! a traffic port: [`AdminRouter::shutdown_endpoint`]). The other way round, routes of
-//! your own (`/metrics`) go on the admin listener with [`AdminRouter::route`], served
-//! under its limits until the process exits; a route that would shadow a probe panics at
-//! construction.
+//! [`Admin`] customises the endpoints: routes of your own (`/metrics`) on the admin
+//! listener with [`Admin::route`], served under its limits until the process exits (a
+//! route that would shadow a probe panics at construction). A service that keeps its
+//! own server starts them with [`Admin::spawn`]; one that wants them on a router of its
+//! own merges [`Admin::router`] into it (and thinks twice before exposing `/shutdown` on
+//! a traffic port: [`Admin::shutdown_endpoint`]).
 //!
 //! Handlers served by [`serve`] and by the admin listener can extract the client's
 //! address, `axum::extract::ConnectInfo<SocketAddr>`, as under `axum::serve` with
@@ -61,11 +56,11 @@ mod admin;
 mod serve;
 
 pub use admin::{
-    AdminError, AdminLimits, AdminRouter, AdminServer, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, SHUTDOWN_HOLD, TOKEN_HEADER,
-    admin_router, serve_admin, serve_admin_with,
+    Admin, AdminError, AdminLimits, AdminServer, DEFAULT_ADMIN_ADDR, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, ENV_ADMIN_ADDR, ENV_SHUTDOWN_TOKEN,
+    SHUTDOWN_HOLD, TOKEN_HEADER,
 };
-pub use serve::{Serve, ServeError, serve};
+pub use serve::{Serve, serve};
 
 /// The README's examples, compiled as doc-tests.
 #[cfg(doctest)]

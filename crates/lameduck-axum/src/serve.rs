@@ -11,28 +11,20 @@ use lameduck::{Lifecycle, Report};
 use lameduck_http::Server;
 use tokio::net::TcpListener;
 
-use crate::admin::{AdminError, AdminRouter, serve_admin};
-
-/// Why [`serve`] could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// The admin listener could not be started.
-    #[error(transparent)]
-    Admin(#[from] AdminError),
-}
+use crate::admin::{Admin, AdminError};
 
 /// Serve `app` on `listener` with draining ([`lameduck_http::Server`]), the admin
-/// endpoints on the lifecycle's admin address (`LAMEDUCK_ADMIN_ADDR`, default
-/// `0.0.0.0:9090`), and drive `lifecycle` to the end. `.await` it for the [`Report`]; it
-/// fails only when the admin listener cannot be bound, before anything is served.
+/// endpoints ([`Admin`]) on `LAMEDUCK_ADMIN_ADDR` (default `0.0.0.0:9090`), and drive
+/// `lifecycle` to the end. `.await` it for the [`Report`], which `main` can return as it
+/// is (the process then exits with its exit code). It fails only when the admin endpoints
+/// cannot start (a bad `LAMEDUCK_ADMIN_ADDR` or `LAMEDUCK_SHUTDOWN_TOKEN`, an address that
+/// cannot be bound), before anything is served.
 ///
 /// The admin listener is up before the lifecycle starts, so the startup probe answers
 /// from the first moment, and stays up until the report is written. Options:
-/// [`admin`](Serve::admin) for a customised admin router (routes of your own, such as
-/// `/metrics`, next to the probes: [`AdminRouter::route`]),
-/// [`admin_listener`](Serve::admin_listener) for its address,
-/// [`server`](Serve::server) for the traffic server's settings.
+/// [`admin`](Serve::admin) for customised admin endpoints (routes of your own, such as
+/// `/metrics`, next to the probes: [`Admin::route`]; a listener of your own:
+/// [`Admin::listener`]), [`server`](Serve::server) for the traffic server's settings.
 ///
 /// Handlers on both listeners can extract the client's address,
 /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under
@@ -43,13 +35,11 @@ pub enum ServeError {
 /// use axum::{Router, routing::get};
 ///
 /// #[tokio::main]
-/// async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
-///     let lifecycle = lameduck::Lifecycle::from_env()
-///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+/// async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+///     let lifecycle = lameduck::Lifecycle::from_env()?;
 ///     let app = Router::new().route("/", get(|| async { "hello" }));
 ///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
-///     let report = lameduck_axum::serve(listener, app, &lifecycle).await?;
-///     Ok(report.exit_code())
+///     Ok(lameduck_axum::serve(listener, app, &lifecycle).await?)
 /// }
 /// ```
 ///
@@ -58,7 +48,7 @@ pub enum ServeError {
 /// ```no_run
 /// use std::net::SocketAddr;
 /// use axum::{Router, extract::ConnectInfo, routing::get};
-/// use lameduck_axum::AdminRouter;
+/// use lameduck_axum::Admin;
 ///
 /// async fn hello(ConnectInfo(client): ConnectInfo<SocketAddr>) -> String {
 ///     format!("hello, {client}")
@@ -69,24 +59,18 @@ pub enum ServeError {
 /// }
 ///
 /// #[tokio::main]
-/// async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
-///     let lifecycle = lameduck::Lifecycle::from_env()
-///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+/// async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+///     let lifecycle = lameduck::Lifecycle::from_env()?;
 ///     let app = Router::new().route("/", get(hello));
 ///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
-///     let report = lameduck_axum::serve(listener, app, &lifecycle)
-///         .admin(AdminRouter::new(&lifecycle).route("/metrics", get(metrics)))
-///         .await?;
-///     Ok(report.exit_code())
+///     let admin = Admin::from_env(&lifecycle)?.route("/metrics", get(metrics));
+///     Ok(lameduck_axum::serve(listener, app, &lifecycle).admin(admin).await?)
 /// }
 /// ```
 pub fn serve(listener: TcpListener, app: Router, lifecycle: &Lifecycle) -> Serve {
     Serve {
-        traffic: Server::new(listener, app, lifecycle),
-        admin: AdminSettings {
-            router: AdminRouter::new(lifecycle),
-            listener: None,
-        },
+        traffic: lameduck_http::serve(listener, app, lifecycle),
+        admin: None,
         lifecycle: lifecycle.clone(),
     }
 }
@@ -95,13 +79,9 @@ pub fn serve(listener: TcpListener, app: Router, lifecycle: &Lifecycle) -> Serve
 #[must_use = "nothing is served until the `Serve` is awaited"]
 pub struct Serve {
     traffic: Server<TcpListener, Router>,
-    admin: AdminSettings,
+    /// `None`: [`Admin::from_env`], when the service starts.
+    admin: Option<Admin>,
     lifecycle: Lifecycle,
-}
-
-struct AdminSettings {
-    router: AdminRouter,
-    listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Serve {
@@ -111,19 +91,12 @@ impl std::fmt::Debug for Serve {
 }
 
 impl Serve {
-    /// Use this admin router instead of the default one: with routes of your own
-    /// ([`AdminRouter::route`], e.g. `/metrics`), which the admin listener serves with the
-    /// probes and the same hardening, through Draining and Stopping; or with
-    /// [`AdminRouter::expose_details`].
-    pub fn admin(mut self, router: AdminRouter) -> Self {
-        self.admin.router = router;
-        self
-    }
-
-    /// Serve the admin endpoints on this listener instead of binding the lifecycle's
-    /// admin address (tests bind `127.0.0.1:0`).
-    pub fn admin_listener(mut self, listener: TcpListener) -> Self {
-        self.admin.listener = Some(listener);
+    /// Use these admin endpoints instead of `Admin::from_env(&lifecycle)`: with routes of
+    /// your own ([`Admin::route`], e.g. `/metrics`), which the admin listener serves with
+    /// the probes and the same hardening, through Draining and Stopping; with a listener of
+    /// your own ([`Admin::listener`]); or with [`Admin::expose_details`].
+    pub fn admin(mut self, admin: Admin) -> Self {
+        self.admin = Some(admin);
         self
     }
 
@@ -141,17 +114,12 @@ impl Serve {
         self.traffic.local_addr()
     }
 
-    async fn run(self) -> Result<Report, ServeError> {
-        let listener = match self.admin.listener {
-            Some(listener) => listener,
-            None => {
-                let addr = self.lifecycle.config().admin_addr();
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AdminError::Bind { addr, source })?
-            }
+    async fn run(self) -> Result<Report, AdminError> {
+        let admin = match self.admin {
+            Some(admin) => admin,
+            None => Admin::from_env(&self.lifecycle)?,
         };
-        let admin = serve_admin(listener, self.admin.router.build(), &self.lifecycle)?;
+        let admin = admin.spawn().await?;
         tracing::info!(admin = %admin.local_addr(), "admin endpoints listening");
         if let Ok(addr) = self.traffic.local_addr() {
             tracing::info!(%addr, "serving traffic");
@@ -163,7 +131,7 @@ impl Serve {
 }
 
 impl IntoFuture for Serve {
-    type Output = Result<Report, ServeError>;
+    type Output = Result<Report, AdminError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use lameduck::{Check, CheckKind, State};
-use lameduck_axum::{AdminLimits, AdminRouter};
+use lameduck_axum::AdminLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -115,7 +115,7 @@ async fn probes_all_answer(addr: SocketAddr, slow: &mut [TcpStream]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_over_the_limit_do_not_lock_out_fresh_probes() {
     let lifecycle = lifecycle();
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits()).await;
+    let admin = serve_with(admin(&lifecycle), limits()).await;
     let addr = admin.local_addr();
 
     let mut held = Vec::new();
@@ -130,7 +130,7 @@ async fn idle_connections_over_the_limit_do_not_lock_out_fresh_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_over_the_limit_do_not_keep_their_slots() {
     let lifecycle = lifecycle();
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits()).await;
+    let admin = serve_with(admin(&lifecycle), limits()).await;
     let addr = admin.local_addr();
 
     let mut slow = Vec::new();
@@ -144,7 +144,7 @@ async fn slowloris_connections_over_the_limit_do_not_keep_their_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_together_over_the_limit_do_not_lock_out_probes() {
     let lifecycle = lifecycle();
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits()).await;
+    let admin = serve_with(admin(&lifecycle), limits()).await;
     let addr = admin.local_addr();
 
     // Slow ones first (the oldest), then idle ones, then slow ones again (the newest):
@@ -186,7 +186,7 @@ async fn a_connection_in_the_middle_of_a_response_is_not_given_up() {
             .timeout(Duration::from_secs(3600)),
         );
     }
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits()).await;
+    let admin = serve_with(admin(&lifecycle), limits()).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;

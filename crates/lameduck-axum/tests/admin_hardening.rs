@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lameduck::State;
-use lameduck_axum::{AdminLimits, AdminRouter};
+use lameduck_axum::AdminLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,7 +46,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 async fn a_slowloris_does_not_stop_the_probes() {
     let panics = panics();
     let lifecycle = lifecycle();
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -79,7 +79,7 @@ async fn a_slowloris_does_not_stop_the_probes() {
 async fn half_sent_and_idle_connections_are_cut_at_the_header_read_timeout() {
     let lifecycle = lifecycle();
     let limits = AdminLimits::default().header_read_timeout(Duration::from_millis(500));
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits).await;
+    let admin = serve_with(admin(&lifecycle), limits).await;
     let addr = admin.local_addr();
 
     let mut silent = TcpStream::connect(addr).await.expect("connect");
@@ -103,7 +103,7 @@ async fn half_sent_and_idle_connections_are_cut_at_the_header_read_timeout() {
 async fn an_oversized_header_is_refused() {
     let panics = panics();
     let lifecycle = lifecycle();
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let big = "a".repeat(64 * 1024);
     let request = format!("GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -129,7 +129,7 @@ async fn request_with_header(addr: std::net::SocketAddr, value: &str) -> Option<
 async fn garbage_gets_a_400_or_a_closed_connection() {
     let panics = panics();
     let lifecycle = lifecycle();
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let garbage: [&[u8]; 8] = [
         b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
@@ -159,7 +159,7 @@ async fn garbage_gets_a_400_or_a_closed_connection() {
 async fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
     let lifecycle = lifecycle();
     let limits = AdminLimits::default().max_connections(4);
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits).await;
+    let admin = serve_with(admin(&lifecycle), limits).await;
     let addr = admin.local_addr();
 
     let mut held = Vec::new();
@@ -185,17 +185,4 @@ async fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
     assert_eq!(reply.status, 200);
     // The one that has waited longest for a request gave up its slot.
     assert!(closed_within(&mut held[0], PATIENCE).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bind_reports_an_address_in_use() {
-    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = taken.local_addr().expect("local address");
-    let lifecycle = builder().admin_addr(addr).build().expect("config");
-    let error = lameduck_axum::AdminServer::bind(&lifecycle)
-        .await
-        .expect_err("the port is taken");
-    assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use common::*;
 use lameduck::{Lifecycle, State};
-use lameduck_axum::{AdminRouter, TOKEN_HEADER};
+use lameduck_axum::TOKEN_HEADER;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,11 +52,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// The admin endpoints of a [`checked_lifecycle`], with a shutdown token.
+fn checked_admin(lifecycle: &Lifecycle) -> lameduck_axum::Admin {
+    admin(lifecycle).shutdown_token(TOKEN)
+}
+
 /// A lifecycle with passing and failing checks of every kind (the failing ones say
-/// [`SECRET`]), a shutdown token, and drain and grace periods longer than any test.
+/// [`SECRET`]), and drain and grace periods longer than any test.
 fn checked_lifecycle() -> Lifecycle {
     let lifecycle = builder()
-        .shutdown_token(TOKEN)
         .drain_timeout(Duration::from_secs(3600))
         .grace_period(Duration::from_secs(7200))
         .build()
@@ -294,9 +298,7 @@ fn admin_router_answers_arbitrary_requests_within_the_documented_contract() {
     let routers: Vec<[axum::Router; 2]> = states
         .all
         .iter()
-        .map(|(_, l)| {
-            [false, true].map(|expose| AdminRouter::new(l).expose_details(expose).build())
-        })
+        .map(|(_, l)| [false, true].map(|expose| checked_admin(l).expose_details(expose).router()))
         .collect();
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 400,
@@ -420,7 +422,7 @@ fn raw_bytes_on_the_admin_socket_never_bring_it_down() {
     let rt = runtime();
     let (lifecycle, admin) = rt.block_on(async {
         let lifecycle = checked_lifecycle();
-        let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+        let admin = serve(checked_admin(&lifecycle)).await;
         (lifecycle, admin)
     });
     let addr = admin.local_addr();
@@ -483,7 +485,7 @@ async fn readiness_is_503_once_draining_whatever_the_probe_excludes() {
         .expect("a valid configuration");
     lifecycle.health().readiness("db", || async {});
     lifecycle.health().readiness("cache", || async {});
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;

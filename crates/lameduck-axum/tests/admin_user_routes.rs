@@ -1,4 +1,4 @@
-//! Routes of the application's on the admin listener (`AdminRouter::route`), through
+//! Routes of the application's on the admin listener (`Admin::route`), through
 //! `lameduck_axum::serve`: served next to the probes, under the same hardening, through
 //! Draining; unable to shadow a probe.
 
@@ -11,7 +11,6 @@ use axum::Router;
 use axum::routing;
 use common::*;
 use lameduck::State;
-use lameduck_axum::AdminRouter;
 use tokio::net::TcpListener;
 
 async fn metrics() -> &'static str {
@@ -31,11 +30,13 @@ async fn a_route_of_ours_answers_next_to_the_probes_until_the_end() {
         .build()
         .expect("a valid configuration");
     let (traffic, _) = bind().await;
-    let (admin, admin_addr) = bind().await;
+    let (admin_listener, admin_addr) = bind().await;
     let app = Router::new().route("/", routing::get(|| async { "hello" }));
-    let serve = lameduck_axum::serve(traffic, app, &lifecycle)
-        .admin(AdminRouter::new(&lifecycle).route("/metrics", routing::get(metrics)))
-        .admin_listener(admin);
+    let serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
+        admin(&lifecycle)
+            .route("/metrics", routing::get(metrics))
+            .listener(admin_listener),
+    );
     let serve = tokio::spawn(serve.into_future());
 
     wait_for_state(&lifecycle, State::Ready).await;
@@ -71,11 +72,7 @@ async fn a_route_of_ours_answers_next_to_the_probes_until_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_of_ours_is_under_the_admin_limits() {
     let lifecycle = lifecycle();
-    let admin = serve(
-        AdminRouter::new(&lifecycle).route("/metrics", routing::get(metrics)),
-        &lifecycle,
-    )
-    .await;
+    let admin = serve(admin(&lifecycle).route("/metrics", routing::get(metrics))).await;
     let addr = admin.local_addr();
     let big = "x".repeat(20 * 1024);
     let reply = request(addr, "GET", "/metrics", &[("X-Big", &big)]).await;
@@ -88,11 +85,11 @@ async fn a_route_of_ours_is_under_the_admin_limits() {
         .expect("the admin server ends");
 }
 
-/// The panic message of `AdminRouter::route(path, ..)`, if it panics.
+/// The panic message of `Admin::route(path, ..)`, if it panics.
 fn refusal(path: &str) -> Option<String> {
     let lifecycle = lifecycle();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = AdminRouter::new(&lifecycle).route(path, routing::get(metrics));
+        let _ = admin(&lifecycle).route(path, routing::get(metrics));
     }))
     .err()
     .map(|panic| {
@@ -143,7 +140,7 @@ fn a_route_that_would_shadow_a_probe_is_refused_at_construction() {
 fn shutdown_stays_reserved_when_the_endpoint_is_off() {
     let lifecycle = lifecycle();
     let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = AdminRouter::new(&lifecycle)
+        let _ = admin(&lifecycle)
             .shutdown_endpoint(false)
             .route("/shutdown", routing::get(metrics));
     }));
@@ -159,9 +156,9 @@ async fn a_catch_all_of_ours_leaves_the_probes_alone() {
 
     let lifecycle = lifecycle();
     for path in ["/{page}", "/{*rest}"] {
-        let router = AdminRouter::new(&lifecycle)
+        let router = admin(&lifecycle)
             .route(path, routing::get(|| async { "mine" }))
-            .build();
+            .router();
         for (uri, expected) in [("/livez", "ok"), ("/metrics", "mine")] {
             let request = http::Request::get(uri)
                 .body(Body::empty())

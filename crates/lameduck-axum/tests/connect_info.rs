@@ -11,7 +11,6 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use common::*;
-use lameduck_axum::AdminRouter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,11 +49,13 @@ async fn handlers_get_the_client_address_on_both_listeners() {
         .build()
         .expect("a valid configuration");
     let (traffic, traffic_addr) = bind().await;
-    let (admin, admin_addr) = bind().await;
+    let (admin_listener, admin_addr) = bind().await;
     let app = Router::new().route("/whoami", get(whoami));
-    let serve = lameduck_axum::serve(traffic, app, &lifecycle)
-        .admin(AdminRouter::new(&lifecycle).route("/whoami", get(whoami)))
-        .admin_listener(admin);
+    let serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
+        admin(&lifecycle)
+            .route("/whoami", get(whoami))
+            .listener(admin_listener),
+    );
     let serve = tokio::spawn(serve.into_future());
 
     for addr in [traffic_addr, admin_addr] {
@@ -73,13 +74,9 @@ async fn handlers_get_the_client_address_on_both_listeners() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_admin_gives_the_client_address_too() {
+async fn admin_spawn_gives_the_client_address_too() {
     let lifecycle = lifecycle();
-    let admin = serve(
-        AdminRouter::new(&lifecycle).route("/whoami", get(whoami)),
-        &lifecycle,
-    )
-    .await;
+    let admin = serve(admin(&lifecycle).route("/whoami", get(whoami))).await;
     let (reply, me) = get_from(admin.local_addr(), "/whoami").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, me.to_string());

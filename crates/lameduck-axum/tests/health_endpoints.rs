@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lameduck::{Check, State};
-use lameduck_axum::AdminRouter;
 
 /// Expected status of each health path in a state: (path, Starting, Ready, Draining, Stopping).
 const TABLE: [(&str, [u16; 4]); 15] = [
@@ -61,7 +60,7 @@ async fn health_endpoints_follow_the_lifecycle_in_every_state() {
     lifecycle.health().liveness("loop", || async {});
     lifecycle.health().readiness("db", || async {});
     lifecycle.health().startup("warm", || async {});
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
 
     let booting = lifecycle.hold_readiness("boot");
@@ -103,7 +102,7 @@ async fn verbose_lists_every_check_and_withholds_details() {
         .health()
         .readiness("db", || async { Err::<(), _>("password=hunter2 refused") });
     lifecycle.health().readiness("cache", || async {});
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -150,11 +149,7 @@ async fn expose_details_shows_why_a_check_failed() {
     lifecycle.health().readiness("db", || async {
         Err::<(), _>("connection refused\nto 10.0.0.1")
     });
-    let admin = serve(
-        AdminRouter::new(&lifecycle).expose_details(true),
-        &lifecycle,
-    )
-    .await;
+    let admin = serve(admin(&lifecycle).expose_details(true)).await;
     let addr = admin.local_addr();
 
     let reply = get(addr, "/readyz").await;
@@ -186,7 +181,7 @@ async fn exclude_leaves_checks_out() {
         .health()
         .readiness("queue", || async { Err::<(), _>("down") });
     lifecycle.health().readiness("cache", || async {});
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -232,7 +227,7 @@ async fn json_on_accept_application_json() {
         .health()
         .readiness("db", || async { Err::<(), _>("secret") });
     lifecycle.health().liveness("loop", || async {});
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
 
     let reply = get_json(addr, "/readyz").await;
@@ -283,7 +278,7 @@ async fn json_on_accept_application_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_and_unknown_paths() {
     let lifecycle = lifecycle();
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     for (method, path, status) in [
         ("POST", "/readyz", 405),
@@ -312,11 +307,7 @@ async fn a_check_slower_than_its_timeout_fails_without_delaying_the_probe() {
         Check::readiness("hung", || tokio::time::sleep(Duration::from_secs(30)))
             .timeout(Duration::from_millis(200)),
     );
-    let admin = serve(
-        AdminRouter::new(&lifecycle).expose_details(true),
-        &lifecycle,
-    )
-    .await;
+    let admin = serve(admin(&lifecycle).expose_details(true)).await;
     let addr = admin.local_addr();
     let started = Instant::now();
     let reply = get(addr, "/readyz/hung").await;
@@ -345,7 +336,7 @@ async fn concurrent_probes_run_a_slow_check_once() {
         // No cache: only single-flight keeps this at one run.
         .cache_for(Duration::ZERO),
     );
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -375,11 +366,7 @@ async fn startup_checks_hold_readiness_until_they_pass() {
         })
         .cache_for(Duration::ZERO),
     );
-    let admin = serve(
-        AdminRouter::new(&lifecycle).expose_details(true),
-        &lifecycle,
-    )
-    .await;
+    let admin = serve(admin(&lifecycle).expose_details(true)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
 
@@ -411,11 +398,7 @@ async fn the_router_merges_into_an_application_router() {
     let lifecycle = lifecycle();
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "hello" }))
-        .merge(
-            AdminRouter::new(&lifecycle)
-                .shutdown_endpoint(false)
-                .build(),
-        );
+        .merge(admin(&lifecycle).shutdown_endpoint(false).router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

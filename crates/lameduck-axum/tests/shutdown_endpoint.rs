@@ -8,7 +8,7 @@ use axum::body::Body;
 use common::*;
 use http::Request;
 use lameduck::{Reason, State};
-use lameduck_axum::{AdminLimits, AdminRouter};
+use lameduck_axum::AdminLimits;
 use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +17,7 @@ async fn shutdown_answers_once_the_lame_duck_delay_is_over() {
         .shutdown_delay(Duration::from_secs(1))
         .build()
         .expect("config");
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -53,7 +53,7 @@ async fn shutdown_blocks_until_draining_ends_and_keeps_probes_answering() {
         .shutdown_delay(Duration::from_millis(300))
         .build()
         .expect("config");
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -97,7 +97,7 @@ async fn concurrent_shutdown_calls_trigger_once_and_all_answer_before_run_return
     // No close grace: once run() returns, connections are dropped at once, as the
     // process exiting would.
     let limits = AdminLimits::default().close_grace(Duration::ZERO);
-    let admin = serve_with(AdminRouter::new(&lifecycle), &lifecycle, limits).await;
+    let admin = serve_with(admin(&lifecycle), limits).await;
     let addr = admin.local_addr();
     let run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -137,7 +137,7 @@ async fn a_repeated_call_after_the_delay_answers_at_once() {
         .shutdown_delay(Duration::from_millis(200))
         .build()
         .expect("config");
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let admin = serve(admin(&lifecycle)).await;
     let addr = admin.local_addr();
     let _run = run(&lifecycle);
     let in_flight = lifecycle.requests().enter(); // keeps Stopping from ending
@@ -155,11 +155,8 @@ async fn a_repeated_call_after_the_delay_answers_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_required_when_configured() {
-    let lifecycle = builder()
-        .shutdown_token("s3cret-token")
-        .build()
-        .expect("config");
-    let admin = serve(AdminRouter::new(&lifecycle), &lifecycle).await;
+    let lifecycle = lifecycle();
+    let admin = serve(admin(&lifecycle).shutdown_token("s3cret-token")).await;
     let addr = admin.local_addr();
     let run = run(&lifecycle);
     wait_for_state(&lifecycle, State::Ready).await;
@@ -197,7 +194,7 @@ async fn the_token_is_required_when_configured() {
 #[tokio::test(start_paused = true)]
 async fn run_does_not_return_until_the_shutdown_answer_is_sent() {
     let lifecycle = lifecycle();
-    let router = AdminRouter::new(&lifecycle).build();
+    let router = admin(&lifecycle).router();
     let run = run(&lifecycle);
     let request = Request::get("/shutdown")
         .body(Body::empty())
@@ -230,4 +227,24 @@ async fn run_does_not_return_until_the_shutdown_answer_is_sent() {
         .expect("run returns once the answer is sent")
         .expect("run does not panic");
     assert!(report.clean);
+}
+
+#[test]
+fn a_token_that_cannot_travel_in_a_header_is_refused_without_echoing_it() {
+    let lifecycle = lifecycle();
+    for bad in ["", "two words", "tab\there", "naïve"] {
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = admin(&lifecycle).shutdown_token(bad);
+        }))
+        .expect_err("a bad token is refused");
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        assert!(message.contains("visible ASCII"), "{message}");
+        if !bad.is_empty() {
+            assert!(!message.contains(bad), "{message} must not echo the token");
+        }
+    }
 }

@@ -16,9 +16,9 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, Sse};
 use axum::{Extension, Router, body::Body, routing::get};
-use lameduck_http::ShutdownSignal;
+use lameduck_http::StopToken;
 
-async fn events(Extension(signal): Extension<ShutdownSignal>) -> impl IntoResponse {
+async fn events(Extension(signal): Extension<StopToken>) -> impl IntoResponse {
     let ticks = futures_util::stream::unfold(0u64, |n| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Some((
@@ -32,26 +32,17 @@ async fn events(Extension(signal): Extension<ShutdownSignal>) -> impl IntoRespon
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let lifecycle = lameduck::Lifecycle::from_env()
-        .unwrap_or_else(|error| lameduck::exit_on_config_error(error));
+    let lifecycle = lameduck::Lifecycle::from_env()?;
     let app = Router::new().route("/", get(|| async { "hello\n" })).route(
         "/events",
-        get(events).layer(Extension(ShutdownSignal::new(&lifecycle))),
+        get(events).layer(Extension(StopToken::new(&lifecycle))),
     );
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("cannot listen on 127.0.0.1:8080: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    lameduck_http::serve(listener, app, &lifecycle)
-        .await
-        .exit_code()
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    Ok(lameduck_http::serve(listener, app, &lifecycle).await)
 }

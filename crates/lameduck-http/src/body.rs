@@ -101,7 +101,7 @@ impl<B: Body> Body for InFlightBody<B> {
 
 pin_project! {
     /// A body that ends, between two frames, when Stopping begins; made by
-    /// [`ShutdownSignal::until_stopping`](crate::ShutdownSignal::until_stopping). Until then
+    /// [`StopToken::until_stopping`](crate::StopToken::until_stopping). Until then
     /// it is the inner body, frame for frame. It never announces an exact length, since it
     /// may end early.
     pub struct UntilStopping<B> {

@@ -27,7 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::BoxError;
 use crate::io::{ConnectionState, Protocol, Protocols, TrackedIo};
 use crate::listener::Listener;
-use crate::phase::PhaseWatch;
+use crate::state_watch::StateWatch;
 
 /// What every connection of one server shares.
 pub(crate) struct ServerShared {
@@ -36,7 +36,7 @@ pub(crate) struct ServerShared {
     pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) first_request_grace: Duration,
     /// The lifecycle's state and events (Draining, Stopping, the cut), relayed.
-    pub(crate) phase: PhaseWatch,
+    pub(crate) states: StateWatch,
     pub(crate) connections: ActivityCounter,
     /// The lifecycle served, looked at (one atomic load) on every read, write and wake-up
     /// for the cut: it ends the connection before the relayed cut token is even heard.
@@ -111,7 +111,7 @@ pub(crate) async fn serve_connection<L, S, B>(
     // the application holds it. It stays counted until it is dropped, or cut.
     if finished == Finished::Served && state.is_open() {
         tokio::select! {
-            _ = server.phase.cut_token().cancelled() => state.cut(),
+            _ = server.states.cut_token().cancelled() => state.cut(),
             _ = state.closed() => {}
         }
     }
@@ -173,18 +173,18 @@ fn deadline_after(from: Instant, after: Duration) -> Instant {
     }
 }
 
-/// Drive `connection` through the lifecycle's phases; see the module docs.
+/// Drive `connection` through the lifecycle's states; see the module docs.
 pub(crate) async fn drive<C: GracefulConnection>(
     mut connection: Pin<&mut C>,
     state: &ConnectionState,
     server: &ServerShared,
 ) -> Finished {
-    let mut cut = pin!(server.phase.cut_token().cancelled());
-    let mut draining = pin!(server.phase.draining_token().cancelled());
-    let mut stopping = pin!(server.phase.stopping_token().cancelled());
+    let mut cut = pin!(server.states.cut_token().cancelled());
+    let mut draining = pin!(server.states.draining_token().cancelled());
+    let mut stopping = pin!(server.states.stopping_token().cancelled());
     // Polling a token's future takes mutexes that every connection shares; they are
     // looked at only when an event has been relayed since the last look, or when this
-    // task's waker is not the one they hold (see `phase`).
+    // task's waker is not the one they hold (see `state_watch`).
     let mut events_seen: Option<u32> = None;
     let mut registered: Option<Waker> = None;
     // The header-read timeout's ticks (see `WaitingForClient`) and, at Stopping, the end
@@ -209,7 +209,7 @@ pub(crate) async fn drive<C: GracefulConnection>(
         if state.is_cut() {
             return Poll::Ready(Finished::Cut);
         }
-        let events = server.phase.events();
+        let events = server.states.events();
         let look = events_seen != Some(events)
             || !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if look {
@@ -345,7 +345,7 @@ mod tests {
             protocols: Protocols::Both,
             header_read_timeout,
             first_request_grace: Duration::from_secs(1),
-            phase: PhaseWatch::detached(State::Ready),
+            states: StateWatch::detached(State::Ready),
             connections: ActivityCounter::new(),
             lifecycle: lameduck::Lifecycle::builder()
                 .exit_process(false)
@@ -370,12 +370,12 @@ mod tests {
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
             assert_pending!(drive.poll());
-            server.phase.set(State::Draining);
+            server.states.set(State::Draining);
             assert!(drive.is_woken());
             assert_pending!(drive.poll());
             // A request is under way when Stopping begins: it is not interrupted...
             state.simulate(true, false);
-            server.phase.set(State::Stopping);
+            server.states.set(State::Stopping);
             assert_pending!(drive.poll());
             // ...and once answered, with the kernel's buffer found empty, the connection
             // is closed.
@@ -393,7 +393,7 @@ mod tests {
         let mut connection = pin!(FakeConnection::default());
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-            server.phase.set(State::Stopping);
+            server.states.set(State::Stopping);
             assert_pending!(drive.poll());
         }
         assert_eq!(connection.shutdowns, 0);
@@ -407,10 +407,10 @@ mod tests {
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
             assert_pending!(drive.poll());
-            server.phase.set(State::Draining);
+            server.states.set(State::Draining);
             assert!(drive.is_woken());
             assert_pending!(drive.poll());
-            server.phase.set(State::Stopping);
+            server.states.set(State::Stopping);
             assert_pending!(drive.poll());
         }
         assert_eq!(connection.shutdowns, 1, "once");
@@ -428,7 +428,7 @@ mod tests {
                 assert_pending!(drive.poll());
             }
             // ...yet the waker they hold is this task's, and the event moves the counter.
-            server.phase.set(State::Draining);
+            server.states.set(State::Draining);
             assert!(drive.is_woken());
             assert_pending!(drive.poll());
         }
@@ -445,7 +445,7 @@ mod tests {
         });
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        server.phase.set(State::Draining);
+        server.states.set(State::Draining);
         assert_ready_eq!(drive.poll(), Finished::Served);
     }
 
@@ -456,7 +456,7 @@ mod tests {
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        server.phase.set(State::Stopping);
+        server.states.set(State::Stopping);
         assert_pending!(drive.poll());
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_pending!(drive.poll());
@@ -471,7 +471,7 @@ mod tests {
         let state = state(Protocol::Unknown);
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-        server.phase.set(State::Stopping);
+        server.states.set(State::Stopping);
         assert_pending!(drive.poll());
         state.set_protocol(Protocol::Http1);
         state.simulate(true, false);
@@ -489,7 +489,7 @@ mod tests {
         assert_pending!(drive.poll());
         tokio::time::advance(Duration::from_millis(3250)).await;
         assert_pending!(drive.poll());
-        server.phase.set(State::Stopping);
+        server.states.set(State::Stopping);
         assert_pending!(drive.poll());
         tokio::time::advance(Duration::from_millis(900)).await;
         assert_pending!(drive.poll());
@@ -646,9 +646,9 @@ mod tests {
         let state = state(Protocol::Http1);
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
-        server.phase.set(State::Stopping);
+        server.states.set(State::Stopping);
         assert_pending!(drive.poll());
-        server.phase.cut();
+        server.states.cut();
         assert!(drive.is_woken());
         assert_ready_eq!(drive.poll(), Finished::Cut);
     }
@@ -664,7 +664,7 @@ mod tests {
         let mut connection = pin!(FakeConnection::default());
         let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
         assert_pending!(drive.poll());
-        server.phase.set(State::Stopping);
+        server.states.set(State::Stopping);
         assert_pending!(drive.poll());
         tokio::time::advance(Duration::from_secs(24 * 3600)).await;
         assert_pending!(drive.poll());

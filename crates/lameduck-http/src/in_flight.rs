@@ -15,8 +15,8 @@ use tower_service::Service;
 
 use crate::body::InFlightBody;
 use crate::io::ConnectionState;
-use crate::phase::PhaseWatch;
-use crate::signal::ShutdownSignal;
+use crate::state_watch::StateWatch;
+use crate::stop_token::StopToken;
 
 /// Default `Retry-After` of the `503` answered after Stopping began.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -85,11 +85,11 @@ pub struct InFlightLayer {
 
 #[derive(Clone, Debug)]
 struct Shared {
-    phase: PhaseWatch,
+    states: StateWatch,
     requests: ActivityCounter,
     retry_after: HeaderValue,
     reject_when_stopping: bool,
-    signal: ShutdownSignal,
+    signal: StopToken,
     insert_signal: bool,
 }
 
@@ -97,17 +97,17 @@ impl InFlightLayer {
     /// A layer reporting to `lifecycle`. Call it inside a tokio runtime if you can (the
     /// task that mirrors the state starts then; otherwise on the first request).
     pub fn new(lifecycle: &Lifecycle) -> Self {
-        Self::with_phase(lifecycle, PhaseWatch::new(lifecycle))
+        Self::with_states(lifecycle, StateWatch::new(lifecycle))
     }
 
-    pub(crate) fn with_phase(lifecycle: &Lifecycle, phase: PhaseWatch) -> Self {
+    pub(crate) fn with_states(lifecycle: &Lifecycle, states: StateWatch) -> Self {
         Self {
             shared: Arc::new(Shared {
-                phase,
+                states,
                 requests: lifecycle.requests().clone(),
                 retry_after: retry_after_value(DEFAULT_RETRY_AFTER),
                 reject_when_stopping: true,
-                signal: ShutdownSignal::new(lifecycle),
+                signal: StopToken::new(lifecycle),
                 insert_signal: false,
             }),
         }
@@ -119,9 +119,9 @@ impl InFlightLayer {
         self.update(|shared| shared.retry_after = retry_after_value(after))
     }
 
-    /// Insert a [`ShutdownSignal`] into every request's extensions, for handlers of
+    /// Insert a [`StopToken`] into every request's extensions, for handlers of
     /// long-lived responses. Off by default: it costs an allocation per request.
-    pub fn insert_shutdown_signal(self) -> Self {
+    pub fn insert_stop_token(self) -> Self {
         self.update(|shared| shared.insert_signal = true)
     }
 
@@ -230,7 +230,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let http1 = req.version() <= Version::HTTP_11;
-        if shared.reject_when_stopping && shared.phase.state() >= State::Stopping {
+        if shared.reject_when_stopping && shared.states.state() >= State::Stopping {
             return ResponseFuture {
                 kind: Kind::Rejected {
                     retry_after: shared.retry_after.clone(),
@@ -323,7 +323,7 @@ where
                 let mut response = ready!(future.poll(cx))?;
                 // Decided when the response leaves, not when the request came: a request
                 // that began while Ready and ends while Draining still closes.
-                if *http1 && shared.phase.is_draining() {
+                if *http1 && shared.states.is_draining() {
                     response.headers_mut().insert(CONNECTION, CLOSE);
                 }
                 let guard = guard.take();

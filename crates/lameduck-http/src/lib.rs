@@ -17,7 +17,7 @@
 //! - [`InFlightLayer`] does the request side for any other server: counts in-flight
 //!   requests until their response body ends, adds `Connection: close` from Draining on,
 //!   and answers `503` with `Retry-After` once Stopping has begun.
-//! - [`ShutdownSignal`] lets long-lived responses (SSE, WebSocket, streams) end
+//! - [`StopToken`] lets long-lived responses (SSE, WebSocket, streams) end
 //!   themselves cleanly when Stopping begins.
 //! - [`Server::connect_info`] gives handlers the peer's address, as axum's
 //!   `into_make_service_with_connect_info` does (`.connect_info(axum::extract::ConnectInfo)`).
@@ -26,24 +26,23 @@
 //! use axum::{Router, routing::get};
 //!
 //! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     let lifecycle = lameduck::Lifecycle::from_env()
-//!         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+//! async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+//!     let lifecycle = lameduck::Lifecycle::from_env()?;
 //!     let app = Router::new().route("/", get(|| async { "hello" }));
-//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await.unwrap();
-//!     // Serves until SIGTERM, drains, runs the hooks; the report is already written.
-//!     lameduck_http::serve(listener, app, &lifecycle).await.exit_code()
+//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//!     // Serves until SIGTERM, drains, runs the hooks, writes the report; the process
+//!     // exits with the report's exit code.
+//!     Ok(lameduck_http::serve(listener, app, &lifecycle).await)
 //! }
 //! ```
 //!
-//! A service with several listeners runs each with [`Server::serve`] and the lifecycle
+//! A service with several listeners runs each with [`Server::listen`] and the lifecycle
 //! once:
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response};
-//! use lameduck_http::Server;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -59,8 +58,8 @@
 //! });
 //! let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! let public = tokio::spawn(Server::new(public, hello.clone(), &lifecycle).serve());
-//! let internal = tokio::spawn(Server::new(internal, hello, &lifecycle).http1_only().serve());
+//! let public = tokio::spawn(lameduck_http::serve(public, hello.clone(), &lifecycle).listen());
+//! let internal = tokio::spawn(lameduck_http::serve(internal, hello, &lifecycle).http1_only().listen());
 //!
 //! lifecycle.shutdown();
 //! let report = lifecycle.run().await;
@@ -79,9 +78,9 @@ mod in_flight;
 mod io;
 mod listener;
 mod panic;
-mod phase;
 mod serve;
-mod signal;
+mod state_watch;
+mod stop_token;
 
 pub use body::{InFlightBody, UntilStopping};
 pub use in_flight::{DEFAULT_RETRY_AFTER, InFlight, InFlightLayer, ResponseFuture};
@@ -89,7 +88,7 @@ pub use listener::Listener;
 pub use serve::{
     DEFAULT_FIRST_REQUEST_GRACE, DEFAULT_HEADER_READ_TIMEOUT, ServeFuture, Server, serve,
 };
-pub use signal::ShutdownSignal;
+pub use stop_token::StopToken;
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(doctest)]

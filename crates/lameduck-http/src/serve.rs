@@ -25,7 +25,7 @@ use crate::in_flight::{InFlight, InFlightLayer};
 use crate::io::Protocols;
 use crate::listener::{Listener, is_connection_error};
 use crate::panic::CatchPanic;
-use crate::phase::PhaseWatch;
+use crate::state_watch::StateWatch;
 
 /// Default time an HTTP/1 connection may wait for its client with no request in progress
 /// (nothing sent yet, headers incomplete, idle between requests) before it is closed.
@@ -39,24 +39,44 @@ pub const DEFAULT_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// descriptors, say) before accepting again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Serve `service` on `listener` and drive `lifecycle` to the end: `.await` it for the
-/// shutdown [`Report`]. Shorthand for [`Server::new`]; see [`Server`] for what happens in
-/// each phase and for the options.
+/// Serve `service` on `listener`, following `lifecycle`: a [`Server`], whose options
+/// (timeouts, protocols, the client's address) chain on it. `.await` it to serve and
+/// drive the lifecycle to the end, for the shutdown [`Report`]; or, for several
+/// listeners, run each with [`Server::listen`] and the lifecycle once with
+/// [`Lifecycle::run`]. See [`Server`] for what happens in each state.
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
 ///
 /// #[tokio::main]
-/// async fn main() -> std::process::ExitCode {
-///     let lifecycle = lameduck::Lifecycle::from_env()
-///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+/// async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+///     let lifecycle = lameduck::Lifecycle::from_env()?;
 ///     let app = Router::new().route("/", get(|| async { "hello" }));
-///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await.unwrap();
-///     lameduck_http::serve(listener, app, &lifecycle).await.exit_code()
+///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+///     Ok(lameduck_http::serve(listener, app, &lifecycle).await)
 /// }
 /// ```
 pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, S> {
-    Server::new(listener, service, lifecycle)
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header-read timeout is the server's own (connection.rs): hyper's default
+    // would arm a timer for every request.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
+    Server {
+        listener,
+        service,
+        lifecycle: lifecycle.clone(),
+        builder,
+        protocols: Protocols::Both,
+        header_read_timeout: None,
+        first_request_grace: DEFAULT_FIRST_REQUEST_GRACE,
+        insert_stop_token: false,
+        connect_info: None,
+    }
+    .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
 }
 
 /// An HTTP server (HTTP/1.1 and h2c, on hyper-util's auto connection) that follows a
@@ -69,7 +89,7 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 ///   listener (new connections are refused). Idle connections are closed at once; the
 ///   requests in flight finish, response bodies included, up to `drain_timeout`, and so
 ///   do connections upgraded to WebSocket. Requests and long-lived responses can watch
-///   for this moment through the [`ShutdownSignal`](crate::ShutdownSignal) in their
+///   for this moment through the [`StopToken`](crate::StopToken) in their
 ///   extensions.
 /// - **drain timeout**: what remains is cut (the lifecycle counts it in the report).
 ///
@@ -81,7 +101,7 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// is not left counted.
 ///
 /// `.await` a server to run it *and* the lifecycle ([`Lifecycle::run`]) and get the
-/// report; call [`serve`](Self::serve) to run only the server, e.g. one of several
+/// report; call [`listen`](Self::listen) to run only the server, e.g. one of several
 /// listeners of a service whose lifecycle is run elsewhere.
 ///
 /// # The client's address
@@ -118,7 +138,6 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response};
-/// use lameduck_http::Server;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -133,7 +152,7 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// let service = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
 ///     Ok::<_, Infallible>(Response::new(String::from("hello")))
 /// });
-/// let server = Server::new(listener, service, &lifecycle)
+/// let server = lameduck_http::serve(listener, service, &lifecycle)
 ///     .header_read_timeout(std::time::Duration::from_secs(10));
 ///
 /// lifecycle.shutdown(); // in a service: SIGTERM, or the preStop hook
@@ -144,7 +163,7 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 ///
 /// `C` is the type of the per-connection data that [`connect_info`](Self::connect_info)
 /// puts into each request's extensions; `()`, the default, when there is none.
-#[must_use = "a server does nothing until it is awaited or `serve`d"]
+#[must_use = "a server does nothing until it is awaited or `listen`ed"]
 pub struct Server<L, S, C = ()> {
     listener: L,
     service: S,
@@ -153,7 +172,7 @@ pub struct Server<L, S, C = ()> {
     protocols: Protocols,
     header_read_timeout: Option<Duration>,
     first_request_grace: Duration,
-    insert_shutdown_signal: bool,
+    insert_stop_token: bool,
     connect_info: Option<ConnectInfoFn<C>>,
 }
 
@@ -168,35 +187,9 @@ impl<L, S, C> std::fmt::Debug for Server<L, S, C> {
             .field("protocols", &self.protocols)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("first_request_grace", &self.first_request_grace)
-            .field("insert_shutdown_signal", &self.insert_shutdown_signal)
+            .field("insert_stop_token", &self.insert_stop_token)
             .field("connect_info", &self.connect_info.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl<L, S> Server<L, S> {
-    /// A server of `service` on `listener`, following `lifecycle`.
-    pub fn new(listener: L, service: S, lifecycle: &Lifecycle) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The header-read timeout is the server's own (connection.rs): hyper's default
-        // would arm a timer for every request.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None);
-        builder.http2().timer(TokioTimer::new());
-        Self {
-            listener,
-            service,
-            lifecycle: lifecycle.clone(),
-            builder,
-            protocols: Protocols::Both,
-            header_read_timeout: None,
-            first_request_grace: DEFAULT_FIRST_REQUEST_GRACE,
-            insert_shutdown_signal: false,
-            connect_info: None,
-        }
-        .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
     }
 }
 
@@ -228,28 +221,28 @@ impl<L, S, C> Server<L, S, C> {
         self
     }
 
-    /// Put a [`ShutdownSignal`](crate::ShutdownSignal) into every request's extensions
-    /// (with axum: `Extension(signal): Extension<ShutdownSignal>`). Off by default: it is
+    /// Put a [`StopToken`](crate::StopToken) into every request's extensions
+    /// (with axum: `Extension(signal): Extension<StopToken>`). Off by default: it is
     /// a map insertion on every request, which with axum also makes the extension map
     /// grow once — about 2 % of the instructions of a trivial request. To give the
     /// signal to a few routes only, layer it on them instead:
     ///
     /// ```
     /// use axum::{Extension, Router, routing::get};
-    /// use lameduck_http::ShutdownSignal;
+    /// use lameduck_http::StopToken;
     ///
-    /// # async fn events(Extension(_signal): Extension<ShutdownSignal>) {}
+    /// # async fn events(Extension(_signal): Extension<StopToken>) {}
     /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
     /// let app: Router = Router::new()
     ///     .route("/", get(|| async { "hello" }))
     ///     .route(
     ///         "/events",
-    ///         get(events).layer(Extension(ShutdownSignal::new(&lifecycle))),
+    ///         get(events).layer(Extension(StopToken::new(&lifecycle))),
     ///     );
     /// # drop(app);
     /// ```
-    pub fn insert_shutdown_signal(mut self) -> Self {
-        self.insert_shutdown_signal = true;
+    pub fn insert_stop_token(mut self) -> Self {
+        self.insert_stop_token = true;
         self
     }
 
@@ -278,7 +271,7 @@ impl<L, S, C> Server<L, S, C> {
     /// # let service = tower::service_fn(|_: http::Request<hyper::body::Incoming>| async {
     /// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
     /// # });
-    /// let server = lameduck_http::Server::new(listener, service, &lifecycle)
+    /// let server = lameduck_http::serve(listener, service, &lifecycle)
     ///     .configure_hyper(|builder| {
     ///         builder.http2().max_concurrent_streams(100);
     ///     });
@@ -340,7 +333,7 @@ impl<L: Listener, S, C> Server<L, S, C> {
             protocols: self.protocols,
             header_read_timeout: self.header_read_timeout,
             first_request_grace: self.first_request_grace,
-            insert_shutdown_signal: self.insert_shutdown_signal,
+            insert_stop_token: self.insert_stop_token,
             connect_info: Some(Box::new(move |peer: &mut dyn Any| {
                 peer.downcast_mut::<Option<L::Addr>>()
                     .and_then(Option::take)
@@ -361,15 +354,17 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// Run the server only — without driving the lifecycle — until it is drained: the
-    /// listener closed at Stopping, and every connection done or cut. Something else must
-    /// [`run`](Lifecycle::run) the lifecycle (another server's `.await`, or `main`).
-    pub fn serve(self) -> impl Future<Output = ()> + Send + 'static {
-        let phase = PhaseWatch::new(&self.lifecycle);
+    /// Serve this listener without driving the lifecycle, until it is drained: the
+    /// listener closed at Stopping, and every connection done or cut. For a service with
+    /// several listeners: `tokio::spawn` each one's `listen()`, and
+    /// [`run`](Lifecycle::run) the lifecycle once, in `main`. Awaiting the server itself
+    /// does both for one listener.
+    pub fn listen(self) -> impl Future<Output = ()> + Send + 'static {
+        let states = StateWatch::new(&self.lifecycle);
         let mut layer =
-            InFlightLayer::with_phase(&self.lifecycle, phase.clone()).serve_when_stopping();
-        if self.insert_shutdown_signal {
-            layer = layer.insert_shutdown_signal();
+            InFlightLayer::with_states(&self.lifecycle, states.clone()).serve_when_stopping();
+        if self.insert_stop_token {
+            layer = layer.insert_stop_token();
         }
         let service = layer.layer(CatchPanic::new(self.service));
         let connect_info = self.connect_info;
@@ -393,7 +388,7 @@ where
                 Some(timeout) => self.first_request_grace.min(timeout),
                 None => self.first_request_grace,
             },
-            phase,
+            states,
             connections: self.lifecycle.connections().clone(),
             lifecycle: self.lifecycle.clone(),
         });
@@ -403,7 +398,7 @@ where
         async move {
             // Inside the runtime now: make sure the state is followed and events relayed
             // even if no request ever reads the state.
-            shared.phase.follow();
+            shared.states.follow();
             let connections = TaskTracker::new();
             // The listener counts as a connection until it is closed, so that Stopping
             // cannot end between its start and the accepting of the queued connections.
@@ -488,7 +483,7 @@ where
     /// Run the server and the lifecycle together; the report once both are done.
     fn into_future(self) -> ServeFuture {
         let lifecycle = self.lifecycle.clone();
-        let server = self.serve();
+        let server = self.listen();
         ServeFuture(Box::pin(async move {
             let ((), report) = tokio::join!(server, lifecycle.run());
             report

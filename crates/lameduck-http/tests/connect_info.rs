@@ -55,7 +55,7 @@ async fn axum_handlers_get_connect_info_over_http1() {
 async fn axum_handlers_get_connect_info_over_http2() {
     let lifecycle = lifecycle(|b| b);
     let (listener, addr) = bind().await;
-    let server = lameduck_http::Server::new(listener, app(), &lifecycle).connect_info(ConnectInfo);
+    let server = lameduck_http::serve(listener, app(), &lifecycle).connect_info(ConnectInfo);
     let server = tokio::spawn(server.into_future());
 
     let stream = TcpStream::connect(addr).await.expect("connect");
@@ -122,7 +122,7 @@ async fn a_tower_service_reads_data_of_its_own() {
             .unwrap_or_default();
         Ok::<_, Infallible>(Response::new(peer))
     });
-    let server = lameduck_http::Server::new(listener, service, &lifecycle).connect_info(Peer);
+    let server = lameduck_http::serve(listener, service, &lifecycle).connect_info(Peer);
     let server = tokio::spawn(server.into_future());
 
     let mut client = TcpStream::connect(addr).await.expect("connect");

@@ -145,7 +145,7 @@ async fn a_rolling_restart_under_load_loses_no_request() {
     assert_eq!(tally.lost.load(Ordering::Relaxed), 0, "{tally:#?}");
     assert_eq!(tally.refused_early.load(Ordering::Relaxed), 0, "{tally:#?}");
     assert!(report.clean, "{report:?}");
-    assert_eq!(report.exit_status(), 0);
+    assert_eq!(report.exit_code, 0);
     assert!(tally.ok.load(Ordering::Relaxed) > 100, "{tally:#?}");
     assert!(
         tally.ok_while_draining.load(Ordering::Relaxed) > 0,

@@ -200,7 +200,7 @@ async fn request_longer_than_the_drain_timeout_is_cut_and_counted() {
     lifecycle.shutdown();
     let report = report(server).await;
     assert!(!report.clean);
-    assert_eq!(report.exit_status(), lameduck::EXIT_UNCLEAN);
+    assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
     assert!(report.requests_cut >= 1, "{report:?}");
     assert!(report.connections_cut >= 1, "{report:?}");
 

@@ -1,5 +1,5 @@
 //! Long-lived responses: an SSE stream and an upgraded (WebSocket-like) connection learn of
-//! the shutdown through the `ShutdownSignal` in their request and end themselves; one that
+//! the shutdown through the `StopToken` in their request and end themselves; one that
 //! does not is cut at the drain timeout.
 
 mod common;
@@ -17,17 +17,17 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lameduck::State;
-use lameduck_http::ShutdownSignal;
+use lameduck_http::StopToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn an_sse_stream_ends_cleanly_when_stopping_begins() {
     let lifecycle = lifecycle(|b| b.drain_timeout(Duration::from_secs(20)));
-    let signal = Extension(ShutdownSignal::new(&lifecycle));
+    let signal = Extension(StopToken::new(&lifecycle));
     let app = axum::Router::new().route(
         "/events",
-        axum::routing::get(|Extension(signal): Extension<ShutdownSignal>| async move {
+        axum::routing::get(|Extension(signal): Extension<StopToken>| async move {
             let events = futures_util::stream::unfold(0u32, |n| async move {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 Some((
@@ -80,12 +80,12 @@ async fn requests_carry_the_signal_only_when_the_server_is_asked_to() {
         let lifecycle = lifecycle(|b| b);
         let (listener, addr) = bind().await;
         let service = tower::service_fn(|req: Request<hyper::body::Incoming>| async move {
-            let carried = req.extensions().get::<ShutdownSignal>().is_some();
+            let carried = req.extensions().get::<StopToken>().is_some();
             Ok::<_, Infallible>(Response::new(carried.to_string()))
         });
         let server = lameduck_http::serve(listener, service, &lifecycle);
         let server = if insert {
-            server.insert_shutdown_signal()
+            server.insert_stop_token()
         } else {
             server
         };
@@ -101,7 +101,7 @@ async fn requests_carry_the_signal_only_when_the_server_is_asked_to() {
         assert_eq!(
             body,
             insert.to_string().as_bytes(),
-            "insert_shutdown_signal: {insert}"
+            "insert_stop_token: {insert}"
         );
         lifecycle.shutdown();
         drop(sender);
@@ -117,7 +117,7 @@ async fn upgrading(
     let watch_signal = req.uri().path() == "/echo";
     let signal = req
         .extensions()
-        .get::<ShutdownSignal>()
+        .get::<StopToken>()
         .cloned()
         .expect("every request carries the signal");
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -171,7 +171,7 @@ async fn an_upgraded_connection_is_tracked_and_ends_itself_on_the_signal() {
     let (listener, addr) = bind().await;
     let server = tokio::spawn(
         lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle)
-            .insert_shutdown_signal()
+            .insert_stop_token()
             .into_future(),
     );
 
@@ -197,7 +197,7 @@ async fn an_upgraded_connection_that_ignores_the_signal_is_cut_at_the_drain_time
     let (listener, addr) = bind().await;
     let server = tokio::spawn(
         lameduck_http::serve(listener, tower::service_fn(upgrading), &lifecycle)
-            .insert_shutdown_signal()
+            .insert_stop_token()
             .into_future(),
     );
 

@@ -35,8 +35,7 @@ fn app() -> axum::Router {
 async fn server() -> (std::net::SocketAddr, lameduck::Lifecycle) {
     let lifecycle = lifecycle(|b| b);
     let (listener, addr) = bind().await;
-    let server =
-        lameduck_http::Server::new(listener, app(), &lifecycle).header_read_timeout(TIMEOUT);
+    let server = lameduck_http::serve(listener, app(), &lifecycle).header_read_timeout(TIMEOUT);
     tokio::spawn(std::future::IntoFuture::into_future(server));
     (addr, lifecycle)
 }
@@ -171,8 +170,7 @@ async fn a_request_waiting_for_the_service_to_be_ready_is_not_cut_off() {
     let (listener, addr) = bind().await;
     // One request at a time: while `/slow` is handled, the next waits in `poll_ready`.
     let service = ServiceBuilder::new().concurrency_limit(1).service(app());
-    let server =
-        lameduck_http::Server::new(listener, service, &lifecycle).header_read_timeout(TIMEOUT);
+    let server = lameduck_http::serve(listener, service, &lifecycle).header_read_timeout(TIMEOUT);
     tokio::spawn(std::future::IntoFuture::into_future(server));
 
     let mut slow = TcpStream::connect(addr).await.expect("connect");

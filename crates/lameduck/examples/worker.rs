@@ -9,13 +9,13 @@ use std::time::Duration;
 use lameduck::{Lifecycle, Phase};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> Result<lameduck::Report, lameduck::ConfigError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let lifecycle = Lifecycle::from_env()?;
 
     lifecycle.on_startup("warm-up", || async {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -40,5 +40,5 @@ async fn main() -> std::process::ExitCode {
 
     let report = lifecycle.run().await;
     println!("{}", report.to_json());
-    report.exit_code()
+    Ok(report)
 }

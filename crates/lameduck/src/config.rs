@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,23 +16,27 @@ pub const ENV_DRAIN_TIMEOUT: &str = "LAMEDUCK_DRAIN_TIMEOUT";
 pub const ENV_GRACE_PERIOD: &str = "LAMEDUCK_GRACE_PERIOD";
 /// `LAMEDUCK_HOOK_TIMEOUT`: default per-hook timeout.
 pub const ENV_HOOK_TIMEOUT: &str = "LAMEDUCK_HOOK_TIMEOUT";
-/// `LAMEDUCK_ADMIN_ADDR`: the admin (probe) listener's address.
-pub const ENV_ADMIN_ADDR: &str = "LAMEDUCK_ADMIN_ADDR";
-/// `LAMEDUCK_SHUTDOWN_TOKEN`: when set, `/shutdown` requires header `X-Lameduck-Token`.
-pub const ENV_SHUTDOWN_TOKEN: &str = "LAMEDUCK_SHUTDOWN_TOKEN";
 /// `LAMEDUCK_TERMINATION_LOG`: where the final report goes (`none` disables it).
 pub const ENV_TERMINATION_LOG: &str = "LAMEDUCK_TERMINATION_LOG";
 
-/// Every variable `from_env()` reads; any other `LAMEDUCK_*` variable is reported as unknown.
-pub const ENV_VARS: [&str; 7] = [
+/// Every variable `from_env()` reads. A `LAMEDUCK_*` variable that is neither one of these
+/// nor one the admin endpoints read (`LAMEDUCK_ADMIN_ADDR`, `LAMEDUCK_SHUTDOWN_TOKEN`) is
+/// reported as unknown.
+pub const ENV_VARS: [&str; 5] = [
     ENV_SHUTDOWN_DELAY,
     ENV_DRAIN_TIMEOUT,
     ENV_GRACE_PERIOD,
     ENV_HOOK_TIMEOUT,
-    ENV_ADMIN_ADDR,
-    ENV_SHUTDOWN_TOKEN,
     ENV_TERMINATION_LOG,
 ];
+
+/// The variables of the admin endpoints (`lameduck-axum`), which parses them: known here
+/// only by name, so that setting them is not reported as a typo.
+const ADMIN_ENV_VARS: [&str; 2] = ["LAMEDUCK_ADMIN_ADDR", "LAMEDUCK_SHUTDOWN_TOKEN"];
+
+fn is_known_variable(name: &str) -> bool {
+    ENV_VARS.contains(&name) || ADMIN_ENV_VARS.contains(&name)
+}
 
 /// Kubernetes' default `terminationMessagePath`.
 pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
@@ -45,9 +48,6 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Default per-hook timeout.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default admin listener address.
-pub const DEFAULT_ADMIN_ADDR: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9090);
 /// Upper bound of the automatic safety margin (see [`Config::safety_margin`]).
 pub const MAX_AUTO_SAFETY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -76,7 +76,7 @@ pub const MAX_HOOK_TIMEOUT: Duration = MAX_GRACE_PERIOD;
 
 /// A configuration value that cannot be used. Its message names the variable (or setting)
 /// and the value, so a bad deployment fails at start with a line an operator can act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A duration variable did not parse as a humantime duration (`250ms`, `5s`, `1m`).
@@ -88,16 +88,6 @@ pub enum ConfigError {
         value: String,
         /// Why it did not parse.
         source: humantime::DurationError,
-    },
-    /// An address variable did not parse as `IP:PORT`.
-    #[error("{var}={value:?} is not a socket address (expected e.g. 0.0.0.0:9090): {source}")]
-    InvalidAddr {
-        /// The variable's name.
-        var: &'static str,
-        /// The value as found.
-        value: String,
-        /// Why it did not parse.
-        source: std::net::AddrParseError,
     },
     /// A variable was set to the empty string (or only white space).
     #[error("{var} is set but empty; unset it to use the default")]
@@ -112,14 +102,6 @@ pub enum ConfigError {
         var: &'static str,
         /// The value, lossily decoded.
         value: String,
-    },
-    /// The shutdown token contains characters that cannot travel in an HTTP header.
-    #[error(
-        "{var}: the shutdown token must be non-empty visible ASCII (it travels in an HTTP header)"
-    )]
-    InvalidToken {
-        /// The variable's name.
-        var: &'static str,
     },
     /// The grace period leaves no time once the safety margin is taken off.
     #[error(
@@ -151,6 +133,14 @@ pub enum ConfigError {
     /// A signal was listed twice in [`Builder::signals`].
     #[error("signal {0} is listed twice")]
     DuplicateSignal(Signal),
+}
+
+/// The message, as for `Display`: `main` returning `Result<_, ConfigError>` prints
+/// `Error: ` and this when `?` fails.
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// Something allowed but probably wrong; logged at build time and kept in
@@ -199,8 +189,9 @@ impl fmt::Display for ConfigWarning {
             ),
             Self::UnknownVariable(name) => write!(
                 f,
-                "environment variable {name} is not a lameduck setting (known: {})",
-                ENV_VARS.join(", ")
+                "environment variable {name} is not a lameduck setting (known: {}, {})",
+                ENV_VARS.join(", "),
+                ADMIN_ENV_VARS.join(", ")
             ),
         }
     }
@@ -216,8 +207,6 @@ pub struct Config {
     pub(crate) grace_period: Duration,
     pub(crate) safety_margin: Duration,
     pub(crate) hook_timeout: Duration,
-    pub(crate) admin_addr: SocketAddr,
-    pub(crate) shutdown_token: Option<String>,
     pub(crate) termination_log: Option<PathBuf>,
     pub(crate) signals: Vec<Signal>,
     pub(crate) force_on_second_signal: bool,
@@ -254,14 +243,6 @@ impl Config {
     /// The default per-hook timeout.
     pub fn hook_timeout(&self) -> Duration {
         self.hook_timeout
-    }
-    /// Where the admin (probe) endpoints listen.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
-    }
-    /// The token `/shutdown` requires in header `X-Lameduck-Token`, if any.
-    pub fn shutdown_token(&self) -> Option<&str> {
-        self.shutdown_token.as_deref()
     }
     /// Where the final report is written, if anywhere.
     pub fn termination_log(&self) -> Option<&Path> {
@@ -310,8 +291,6 @@ pub struct Builder {
     grace_period: Duration,
     safety_margin: Option<Duration>,
     hook_timeout: Duration,
-    admin_addr: SocketAddr,
-    shutdown_token: Option<String>,
     termination_log: TerminationLog,
     signals: Vec<Signal>,
     force_on_second_signal: bool,
@@ -335,8 +314,6 @@ impl Default for Builder {
             grace_period: DEFAULT_GRACE_PERIOD,
             safety_margin: None,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
-            admin_addr: DEFAULT_ADMIN_ADDR,
-            shutdown_token: None,
             termination_log: TerminationLog::Auto,
             signals: vec![Signal::Term, Signal::Int],
             force_on_second_signal: true,
@@ -362,7 +339,7 @@ impl Builder {
         let mut builder = Self::from_lookup(|name| std::env::var_os(name))?;
         builder.unknown_vars = std::env::vars_os()
             .filter_map(|(name, _)| name.into_string().ok())
-            .filter(|name| name.starts_with("LAMEDUCK_") && !ENV_VARS.contains(&name.as_str()))
+            .filter(|name| name.starts_with("LAMEDUCK_") && !is_known_variable(name))
             .collect();
         Ok(builder)
     }
@@ -417,25 +394,6 @@ impl Builder {
         if let Some(d) = duration(ENV_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT)? {
             builder.hook_timeout = d;
         }
-        if let Some(value) = read(ENV_ADMIN_ADDR)? {
-            builder.admin_addr =
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|source| ConfigError::InvalidAddr {
-                        var: ENV_ADMIN_ADDR,
-                        value,
-                        source,
-                    })?;
-        }
-        if let Some(token) = read(ENV_SHUTDOWN_TOKEN)? {
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::InvalidToken {
-                    var: ENV_SHUTDOWN_TOKEN,
-                });
-            }
-            builder.shutdown_token = Some(token);
-        }
         if let Some(path) = read(ENV_TERMINATION_LOG)? {
             builder.termination_log = if path == "none" {
                 TerminationLog::Off
@@ -482,16 +440,6 @@ impl Builder {
     /// [`ConfigError::DurationTooLong`] naming `hook_timeout`.
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
         self.hook_timeout = timeout;
-        self
-    }
-    /// The admin listener's address. Default `0.0.0.0:9090`.
-    pub fn admin_addr(mut self, addr: SocketAddr) -> Self {
-        self.admin_addr = addr;
-        self
-    }
-    /// Require header `X-Lameduck-Token: <token>` on `/shutdown`.
-    pub fn shutdown_token(mut self, token: impl Into<String>) -> Self {
-        self.shutdown_token = Some(token.into());
         self
     }
     /// Write the final report to `path`. Default: `/dev/termination-log` when it exists and
@@ -577,13 +525,6 @@ impl Builder {
                 safety_margin: humantime::format_duration(safety_margin),
             });
         }
-        if let Some(token) = &self.shutdown_token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Err(ConfigError::InvalidToken {
-                var: ENV_SHUTDOWN_TOKEN,
-            });
-        }
         for (i, signal) in self.signals.iter().enumerate() {
             if self.signals[..i].contains(signal) {
                 return Err(ConfigError::DuplicateSignal(*signal));
@@ -630,8 +571,6 @@ impl Builder {
             grace_period: self.grace_period,
             safety_margin,
             hook_timeout: self.hook_timeout,
-            admin_addr: self.admin_addr,
-            shutdown_token: self.shutdown_token,
             termination_log,
             signals: self.signals,
             force_on_second_signal: self.force_on_second_signal,
@@ -656,15 +595,21 @@ fn too_long(setting: &'static str, value: String, max: Duration) -> ConfigError 
     }
 }
 
-/// Print a configuration error to stderr and exit with status 78 (`EX_CONFIG`): for `main`,
-/// where a bad deployment should fail at once and say why.
+/// Print a configuration error to stderr and exit with status 78 (`EX_CONFIG`), for a
+/// service whose supervisor tells a bad configuration from a crash by that status.
+/// Otherwise `?` in a `main` that returns `Result<_, ConfigError>` is enough: it prints
+/// the same message after `Error: ` and exits 1 (stable Rust fixes the status of an `Err`
+/// returned from `main` at 1).
+///
+/// It takes any error, so the admin endpoints' configuration errors
+/// (`lameduck_axum::AdminError`) can go the same way.
 ///
 /// ```no_run
 /// let lifecycle = lameduck::Lifecycle::from_env()
 ///     .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
 /// # let _ = lifecycle;
 /// ```
-pub fn exit_on_config_error(error: ConfigError) -> ! {
+pub fn exit_on_config_error(error: impl fmt::Display) -> ! {
     eprintln!("lameduck: configuration error: {error}");
     std::process::exit(78)
 }
@@ -694,8 +639,6 @@ mod tests {
             (ENV_DRAIN_TIMEOUT, "7s"),
             (ENV_GRACE_PERIOD, "1m"),
             (ENV_HOOK_TIMEOUT, "3s"),
-            (ENV_ADMIN_ADDR, "127.0.0.1:9999"),
-            (ENV_SHUTDOWN_TOKEN, "s3cret"),
             (ENV_TERMINATION_LOG, "/tmp/report.json"),
         ]))
         .unwrap()
@@ -705,8 +648,6 @@ mod tests {
         assert_eq!(config.drain_timeout(), Duration::from_secs(7));
         assert_eq!(config.grace_period(), Duration::from_secs(60));
         assert_eq!(config.hook_timeout(), Duration::from_secs(3));
-        assert_eq!(config.admin_addr(), "127.0.0.1:9999".parse().unwrap());
-        assert_eq!(config.shutdown_token(), Some("s3cret"));
         assert_eq!(
             config.termination_log(),
             Some(Path::new("/tmp/report.json"))
@@ -722,22 +663,12 @@ mod tests {
             (ENV_DRAIN_TIMEOUT, "-1s"),
             (ENV_GRACE_PERIOD, "thirty"),
             (ENV_HOOK_TIMEOUT, "5"),
-            (ENV_ADMIN_ADDR, "localhost"),
-            (ENV_SHUTDOWN_TOKEN, "has space"),
         ];
         for (var, value) in cases {
             let err = Builder::from_lookup(lookup(&[(var, value)])).unwrap_err();
             let message = err.to_string();
             assert!(message.contains(var), "{message} should name {var}");
-            if *var != ENV_SHUTDOWN_TOKEN {
-                // The token's value is a secret: it is never echoed.
-                assert!(message.contains(value), "{message} should quote {value}");
-            } else {
-                assert!(
-                    !message.contains(value),
-                    "{message} must not echo the token"
-                );
-            }
+            assert!(message.contains(value), "{message} should quote {value}");
         }
         for var in ENV_VARS {
             let err = Builder::from_lookup(lookup(&[(var, "  ")])).unwrap_err();
@@ -787,20 +718,6 @@ mod tests {
             .config()
             .unwrap();
         assert_eq!(config.termination_log(), None);
-    }
-
-    #[test]
-    fn the_builder_checks_the_token_too() {
-        for bad in ["", "two words", "tab\there"] {
-            let err = Builder::default().shutdown_token(bad).config().unwrap_err();
-            assert!(matches!(err, ConfigError::InvalidToken { .. }), "{bad:?}");
-        }
-        assert!(
-            Builder::default()
-                .shutdown_token("ok-token")
-                .config()
-                .is_ok()
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::clock::{FAR_FUTURE, deadline_after};
 use crate::hooks::{HookOutcome, HookReport, Phase, millis, run_hook};
 use crate::lifecycle::Lifecycle;
-use crate::report::{PhaseTiming, Report};
+use crate::report::{Report, StateTiming};
 use crate::signal::{Signal, SignalListener};
 use crate::state::{Reason, State};
 
@@ -50,13 +50,13 @@ impl Timeline {
         self.entered.push((to, now));
     }
 
-    fn timings(&self, end: Instant) -> Vec<PhaseTiming> {
+    fn timings(&self, end: Instant) -> Vec<StateTiming> {
         self.entered
             .iter()
             .enumerate()
             .map(|(i, (state, at))| {
                 let until = self.entered.get(i + 1).map_or(end, |(_, next)| *next);
-                PhaseTiming {
+                StateTiming {
                     state: *state,
                     duration_ms: millis(until - *at),
                 }
@@ -364,7 +364,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         forced_by: inner.forced.get().copied(),
         deadline_exceeded: interrupted == Some(Interrupted::Deadline)
             || (interrupted.is_none() && stopped_at >= deadline),
-        phases: timeline.timings(stopped_at),
+        states: timeline.timings(stopped_at),
         hooks: hook_log.take(),
         tasks_abandoned: cut.tasks,
         tasks_failed: inner.tasks.failures(),
@@ -398,7 +398,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
     }
     let exit_now =
         config.exit_process() && (report.forced_by.is_some() || report.deadline_exceeded);
-    let status = report.exit_status();
+    let status = report.exit_code;
     // The report first, then Stopped: whoever sees Stopped can read the report.
     inner.report.send_replace(Some(report));
     inner.set_state(State::Stopped);

@@ -13,12 +13,13 @@
 //! use lameduck::{Lifecycle, Phase};
 //!
 //! #[tokio::main]
-//! async fn main() -> std::process::ExitCode {
-//!     let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+//! async fn main() -> Result<lameduck::Report, lameduck::ConfigError> {
+//!     let lifecycle = Lifecycle::from_env()?;
 //!     lifecycle.on_shutdown("flush", Phase::AfterDrain, || async { /* ... */ });
 //!     lifecycle.spawn("consumer", |cancel| async move { cancel.cancelled().await });
-//!     // SIGTERM → Draining (lame duck) → Stopping (task cancelled, awaited) → hooks → report
-//!     lifecycle.run().await.exit_code()
+//!     // SIGTERM → Draining (lame duck) → Stopping (task cancelled, awaited) → hooks → report;
+//!     // the process exits with the report's exit code.
+//!     Ok(lifecycle.run().await)
 //! }
 //! ```
 //!
@@ -58,12 +59,11 @@ mod tasks;
 
 pub use activity::{ActivityCounter, ActivityGuard};
 pub use config::{
-    Builder, Config, ConfigError, ConfigWarning, DEFAULT_ADMIN_ADDR, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_GRACE_PERIOD, DEFAULT_HOOK_TIMEOUT, DEFAULT_KUBERNETES_SHUTDOWN_DELAY,
-    DEFAULT_TERMINATION_LOG, ENV_ADMIN_ADDR, ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HOOK_TIMEOUT,
-    ENV_SHUTDOWN_DELAY, ENV_SHUTDOWN_TOKEN, ENV_TERMINATION_LOG, ENV_VARS, MAX_AUTO_SAFETY_MARGIN,
-    MAX_DRAIN_TIMEOUT, MAX_GRACE_PERIOD, MAX_HOOK_TIMEOUT, MAX_SHUTDOWN_DELAY,
-    exit_on_config_error,
+    Builder, Config, ConfigError, ConfigWarning, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GRACE_PERIOD,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_KUBERNETES_SHUTDOWN_DELAY, DEFAULT_TERMINATION_LOG,
+    ENV_DRAIN_TIMEOUT, ENV_GRACE_PERIOD, ENV_HOOK_TIMEOUT, ENV_SHUTDOWN_DELAY, ENV_TERMINATION_LOG,
+    ENV_VARS, MAX_AUTO_SAFETY_MARGIN, MAX_DRAIN_TIMEOUT, MAX_GRACE_PERIOD, MAX_HOOK_TIMEOUT,
+    MAX_SHUTDOWN_DELAY, exit_on_config_error,
 };
 pub use health::{
     Check, CheckKind, CheckResult, DEFAULT_CHECK_CACHE, DEFAULT_CHECK_TIMEOUT, Health,
@@ -72,7 +72,7 @@ pub use health::{
 pub use hold::Hold;
 pub use hooks::{Hook, HookOutcome, HookReport, HookResult, Phase};
 pub use lifecycle::{Lifecycle, Trigger};
-pub use report::{EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, PhaseTiming, Report};
+pub use report::{EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, Report, StateTiming};
 pub use signal::Signal;
 pub use state::{Reason, State};
 pub use tasks::TaskFailure;

@@ -217,8 +217,10 @@ impl Lifecycle {
 
     // ----- triggers -------------------------------------------------------------------
 
-    /// Start shutdown with `reason`. Idempotent: the first trigger wins and is the recorded
-    /// reason; later ones change nothing and return the same shutdown's reason.
+    /// Start shutdown with `reason`: for integrations that trigger on someone else's
+    /// behalf (the admin `/shutdown` endpoint passes [`Reason::PreStop`]); an application
+    /// calls [`shutdown`](Self::shutdown). Idempotent: the first trigger wins and is the
+    /// recorded reason; later ones change nothing and return the same shutdown's reason.
     pub fn trigger(&self, reason: Reason) -> Trigger {
         let mut first = false;
         let (winner, _) = self.inner.trigger.get_or_init(|| {
@@ -238,12 +240,6 @@ impl Lifecycle {
     /// Start shutdown from the application (reason `api`).
     pub fn shutdown(&self) -> Trigger {
         self.trigger(Reason::Api)
-    }
-
-    /// Start shutdown on behalf of the platform's preStop hook (reason `prestop`); what
-    /// the `/shutdown` endpoint calls.
-    pub fn prestop(&self) -> Trigger {
-        self.trigger(Reason::PreStop)
     }
 
     /// The first trigger's reason, once shutdown has started.

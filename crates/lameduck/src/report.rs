@@ -18,7 +18,7 @@ pub const MAX_REPORT_BYTES: usize = 4096;
 /// How long one state lasted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
-pub struct PhaseTiming {
+pub struct StateTiming {
     /// The state.
     pub state: State,
     /// How long the lifecycle was in it.
@@ -39,7 +39,7 @@ pub struct PhaseTiming {
 /// let report = lifecycle.run().await;
 /// assert!(report.clean);
 /// assert_eq!(report.reason.to_string(), "api");
-/// assert_eq!(report.exit_status(), 0);
+/// assert_eq!(report.exit_code, 0);
 /// assert!(report.to_json().starts_with(r#"{"reason":"api","clean":true"#));
 /// # }
 /// ```
@@ -52,7 +52,10 @@ pub struct Report {
     pub clean: bool,
     /// Milliseconds from the first trigger to Stopped.
     pub duration_ms: u64,
-    /// The process exit status this report asks for (see [`exit_status`](Self::exit_status)).
+    /// The process exit status this report asks for: 0 when clean; [`EXIT_UNCLEAN`] (1)
+    /// when something failed, was cut or abandoned; [`EXIT_DEADLINE`] (2) when the
+    /// deadline was reached; 128 + N when signal N forced the exit. `main` can return the
+    /// report itself (it is a [`Termination`](std::process::Termination)) to exit with it.
     pub exit_code: u8,
     /// Set when a second signal forced the exit.
     #[serde(
@@ -63,7 +66,7 @@ pub struct Report {
     /// Set when the shutdown deadline was reached with work still pending.
     pub deadline_exceeded: bool,
     /// How long each state lasted, in order.
-    pub phases: Vec<PhaseTiming>,
+    pub states: Vec<StateTiming>,
     /// Every hook that was due to run (startup hooks only when they failed).
     pub hooks: Vec<HookReport>,
     /// Tracked tasks still running at the drain deadline (aborted).
@@ -111,26 +114,6 @@ impl Report {
         self
     }
 
-    /// The exit status: 0 when clean; 1 when something failed, was cut or abandoned;
-    /// 2 when the deadline was reached; 128 + N when signal N forced the exit.
-    pub fn exit_status(&self) -> u8 {
-        self.exit_code
-    }
-
-    /// [`exit_status`](Self::exit_status) as the value `main` returns.
-    ///
-    /// ```no_run
-    /// #[tokio::main]
-    /// async fn main() -> std::process::ExitCode {
-    ///     let lifecycle = lameduck::Lifecycle::from_env()
-    ///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
-    ///     lifecycle.run().await.exit_code()
-    /// }
-    /// ```
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(self.exit_code)
-    }
-
     /// The report as one JSON object of at most [`MAX_REPORT_BYTES`] bytes. When the whole
     /// report is longer, error texts are shortened and list entries dropped (failures are
     /// kept before successes); `"omitted"` then counts what was left out of each list,
@@ -167,7 +150,7 @@ impl Report {
         let mut lists: Vec<(&str, Vec<serde_json::Value>)> = Vec::new();
         // Short lists first, so one long list cannot crowd out the others.
         for key in [
-            "phases",
+            "states",
             "holds_abandoned",
             "tasks_abandoned",
             "tasks_failed",
@@ -258,19 +241,19 @@ impl Report {
 }
 
 /// `main` can return the report itself: the process exits with its
-/// [`exit_status`](Report::exit_status) (the report is already logged and written).
+/// [`exit_code`](Report::exit_code) (the report is already logged and written). A
+/// configuration error through `?` prints `Error: ` and the error's message, and exits 1.
 ///
 /// ```no_run
 /// #[tokio::main]
-/// async fn main() -> lameduck::Report {
-///     let lifecycle = lameduck::Lifecycle::from_env()
-///         .unwrap_or_else(|e| lameduck::exit_on_config_error(e));
-///     lifecycle.run().await
+/// async fn main() -> Result<lameduck::Report, lameduck::ConfigError> {
+///     let lifecycle = lameduck::Lifecycle::from_env()?;
+///     Ok(lifecycle.run().await)
 /// }
 /// ```
 impl std::process::Termination for Report {
     fn report(self) -> ExitCode {
-        self.exit_code()
+        ExitCode::from(self.exit_code)
     }
 }
 
@@ -422,7 +405,7 @@ mod tests {
             exit_code: 0,
             forced_by: None,
             deadline_exceeded: false,
-            phases: vec![PhaseTiming {
+            states: vec![StateTiming {
                 state: State::Draining,
                 duration_ms: 5000,
             }],
@@ -457,7 +440,7 @@ mod tests {
         assert_eq!(json["exit_code"], 0);
         assert_eq!(json["hooks"][0]["name"], "hook-number-0");
         assert_eq!(json["hooks"][0]["outcome"], "ok");
-        assert_eq!(json["phases"][0]["state"], "draining");
+        assert_eq!(json["states"][0]["state"], "draining");
         assert!(json.get("forced_by").is_none());
     }
 
@@ -465,7 +448,7 @@ mod tests {
     fn json_stays_under_4096_bytes_with_1000_hooks() {
         let report = report(1000);
         assert!(!report.clean);
-        assert_eq!(report.exit_status(), EXIT_UNCLEAN);
+        assert_eq!(report.exit_code, EXIT_UNCLEAN);
         let text = report.to_json();
         assert!(text.len() <= MAX_REPORT_BYTES, "{} bytes", text.len());
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -481,7 +464,7 @@ mod tests {
         );
         assert_eq!(json["reason"], "signal:SIGTERM");
         assert_eq!(json["clean"], false);
-        assert_eq!(json["phases"][0]["state"], "draining");
+        assert_eq!(json["states"][0]["state"], "draining");
     }
 
     #[test]
@@ -526,12 +509,12 @@ mod tests {
     #[test]
     fn exit_codes() {
         let mut r = report(1);
-        assert_eq!(r.exit_status(), 0);
+        assert_eq!(r.exit_code, 0);
         r.deadline_exceeded = true;
-        assert_eq!(r.clone().finish().exit_status(), EXIT_DEADLINE);
+        assert_eq!(r.clone().finish().exit_code, EXIT_DEADLINE);
         r.forced_by = Some(Signal::Term);
         let r = r.finish();
-        assert_eq!(r.exit_status(), 143);
+        assert_eq!(r.exit_code, 143);
         assert!(r.to_json().contains(r#""forced_by":"SIGTERM""#));
     }
 

@@ -77,7 +77,7 @@ async fn each_transition_in_order_and_each_waits_for_its_cause() {
     assert_eq!(triggered_at.elapsed(), Duration::from_secs(8));
 
     let report = run.await.unwrap();
-    let order: Vec<State> = report.phases.iter().map(|p| p.state).collect();
+    let order: Vec<State> = report.states.iter().map(|p| p.state).collect();
     assert_eq!(
         order,
         [
@@ -89,7 +89,7 @@ async fn each_transition_in_order_and_each_waits_for_its_cause() {
         ]
     );
     let draining = report
-        .phases
+        .states
         .iter()
         .find(|p| p.state == State::Draining)
         .unwrap();
@@ -97,7 +97,7 @@ async fn each_transition_in_order_and_each_waits_for_its_cause() {
     assert!(report.clean, "{report:?}");
     assert_eq!(report.duration_ms, 8000);
     assert_eq!(report.reason, Reason::Api);
-    assert_eq!(report.exit_status(), 0);
+    assert_eq!(report.exit_code, 0);
     assert!(!lifecycle.cut_token().is_cancelled());
 }
 
@@ -107,7 +107,7 @@ async fn delay_alone_decides_when_stopping_begins() {
     let run = spawn_run(&lifecycle);
     lifecycle.ready().await;
     let start = Instant::now();
-    lifecycle.prestop();
+    lifecycle.trigger(lameduck::Reason::PreStop);
     let mut stopping = tokio_test::task::spawn(lifecycle.stopping());
     tokio::time::sleep(Duration::from_millis(4_999)).await;
     tokio_test::assert_pending!(stopping.poll());
@@ -127,7 +127,7 @@ async fn a_trigger_before_ready_goes_straight_to_draining() {
     settle().await;
     lifecycle.shutdown();
     let report = run.await.unwrap();
-    let order: Vec<State> = report.phases.iter().map(|p| p.state).collect();
+    let order: Vec<State> = report.states.iter().map(|p| p.state).collect();
     assert_eq!(
         order,
         [
@@ -153,7 +153,7 @@ async fn first_trigger_wins_and_concurrent_triggers_see_one_shutdown() {
                 barrier.wait().await;
                 match i % 3 {
                     0 => lifecycle.shutdown(),
-                    1 => lifecycle.prestop(),
+                    1 => lifecycle.trigger(lameduck::Reason::PreStop),
                     _ => lifecycle.trigger(Reason::Task(format!("t{i}"))),
                 }
             })
@@ -188,7 +188,7 @@ async fn hooks_run_exactly_once_under_100_concurrent_triggers_and_runs() {
         let lifecycle = lifecycle.clone();
         runs.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                lifecycle.prestop();
+                lifecycle.trigger(lameduck::Reason::PreStop);
             } else {
                 lifecycle.shutdown();
             }
@@ -291,7 +291,7 @@ async fn hanging_hook_is_cut_at_its_timeout_and_panicking_hook_does_not_stop_the
     assert_eq!(fails.error.as_deref(), Some("disk full"));
     assert!(!report.clean);
     assert!(!report.deadline_exceeded);
-    assert_eq!(report.exit_status(), lameduck::EXIT_UNCLEAN);
+    assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,7 +310,7 @@ async fn deadline_overrides_a_hold() {
     assert_eq!(start.elapsed(), Duration::from_secs(9));
     assert!(report.deadline_exceeded);
     assert_eq!(report.holds_abandoned, ["forgotten"]);
-    assert_eq!(report.exit_status(), lameduck::EXIT_DEADLINE);
+    assert_eq!(report.exit_code, lameduck::EXIT_DEADLINE);
     assert!(lifecycle.cut_token().is_cancelled());
 }
 
@@ -335,7 +335,7 @@ async fn a_forgotten_hold_is_given_up_in_time_for_the_after_drain_hooks() {
     assert!(!report.deadline_exceeded);
     assert_eq!(report.holds_abandoned, ["forgotten"]);
     assert_eq!(outcome(&report, "after"), HookOutcome::Ok);
-    assert_eq!(report.exit_status(), lameduck::EXIT_UNCLEAN);
+    assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,7 +354,7 @@ async fn deadline_is_honoured_with_a_hook_that_never_returns() {
     assert!(report.deadline_exceeded);
     assert_eq!(outcome(&report, "never-returns"), HookOutcome::Abandoned);
     assert!(!report.clean);
-    assert_eq!(report.exit_status(), lameduck::EXIT_DEADLINE);
+    assert_eq!(report.exit_code, lameduck::EXIT_DEADLINE);
 }
 
 #[tokio::test(start_paused = true)]
@@ -380,7 +380,7 @@ async fn a_stopping_hook_that_never_returns_is_given_up_in_time_for_the_after_dr
     assert!(!report.deadline_exceeded);
     assert_eq!(outcome(&report, "never-returns"), HookOutcome::Abandoned);
     assert_eq!(outcome(&report, "after"), HookOutcome::Ok);
-    assert_eq!(report.exit_status(), lameduck::EXIT_UNCLEAN);
+    assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
 }
 
 #[tokio::test(start_paused = true)]
@@ -434,7 +434,7 @@ async fn a_task_that_ignores_cancellation_is_abandoned_at_the_drain_timeout() {
     // The drain timeout is not the deadline: the AfterDrain hooks still run.
     assert_eq!(outcome(&report, "after"), HookOutcome::Ok);
     assert!(!report.deadline_exceeded);
-    assert_eq!(report.exit_status(), lameduck::EXIT_UNCLEAN);
+    assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
 }
 
 #[tokio::test(start_paused = true)]
@@ -608,7 +608,7 @@ async fn a_startup_hook_cut_by_a_trigger_stops_running_and_is_reported() {
     // A shutdown before Ready is orderly: the interrupted warm-up is no failure of it.
     assert!(report.hooks.iter().all(|h| h.name != "endless-warm-up"));
     assert!(report.clean, "{report:?}");
-    assert_eq!(report.exit_status(), 0);
+    assert_eq!(report.exit_code, 0);
 }
 
 /// The same races on a real multi-threaded runtime, where triggers truly run in parallel.
@@ -632,7 +632,7 @@ async fn parallel_triggers_on_threads_start_one_shutdown_and_run_each_hook_once(
                 if i % 2 == 0 {
                     lifecycle.shutdown()
                 } else {
-                    lifecycle.prestop()
+                    lifecycle.trigger(lameduck::Reason::PreStop)
                 }
             })
         })

@@ -498,7 +498,7 @@ async fn execute(s: &Scenario) -> Run {
             pause(spec.at_ms).await;
             let answer = match spec.fire {
                 Fire::Shutdown => lifecycle.shutdown(),
-                Fire::PreStop => lifecycle.prestop(),
+                Fire::PreStop => lifecycle.trigger(lameduck::Reason::PreStop),
                 Fire::SigTerm => lifecycle.trigger(Reason::Signal(Signal::Term)),
                 Fire::Custom => lifecycle.trigger(Reason::Task(format!("custom-{i}"))),
             };
@@ -609,7 +609,7 @@ fn violations(s: &Scenario, run: &Run) -> Vec<String> {
     if !observed.windows(2).all(|w| w[0] < w[1]) || observed.last() != Some(&State::Stopped) {
         v.push(format!("[states] observed {observed:?}"));
     }
-    let phases: Vec<State> = report.phases.iter().map(|p| p.state).collect();
+    let phases: Vec<State> = report.states.iter().map(|p| p.state).collect();
     if !phases.windows(2).all(|w| w[0] < w[1])
         || phases.first() != Some(&State::Starting)
         || phases.last() != Some(&State::Stopped)
@@ -649,7 +649,7 @@ fn violations(s: &Scenario, run: &Run) -> Vec<String> {
     }
 
     // --- the lame duck: Stopping waits for the delay and the drain holds ---
-    let draining = report.phases.iter().find(|p| p.state == State::Draining);
+    let draining = report.states.iter().find(|p| p.state == State::Draining);
     if let Some(draining) = draining {
         let stopping_at = trigger_at + Duration::from_millis(draining.duration_ms);
         let delay_ends = trigger_at + Duration::from_millis(s.delay_ms);
@@ -946,7 +946,7 @@ fn violations(s: &Scenario, run: &Run) -> Vec<String> {
     let released = |kind: HoldKind, i: usize| find(run, |e| *e == Ev::Released { kind, i });
     // A drain hold is overridden when Draining ends, an exit hold when the run ends.
     let stopping_at = report
-        .phases
+        .states
         .iter()
         .find(|p| p.state == State::Draining)
         .map_or(report_at, |p| {
@@ -1358,7 +1358,7 @@ async fn a_sigterm_before_ready_goes_straight_to_draining() {
     });
     s.readiness_holds.push(None);
     let run = check(&s).await;
-    let phases: Vec<State> = run.report.phases.iter().map(|p| p.state).collect();
+    let phases: Vec<State> = run.report.states.iter().map(|p| p.state).collect();
     assert_eq!(
         phases,
         [

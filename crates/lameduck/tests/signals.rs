@@ -39,11 +39,11 @@ fn child_process() {
         lifecycle.ready().await;
         println!("CHILD READY");
         if mode == "prestop" {
-            lifecycle.prestop();
+            lifecycle.trigger(lameduck::Reason::PreStop);
         }
         lifecycle.draining().await;
         println!("CHILD DRAINING");
-        run.await.unwrap().exit_status()
+        run.await.unwrap().exit_code
     });
     std::process::exit(i32::from(status));
 }

@@ -47,10 +47,9 @@
 //! [`InFlightLayer`]: lameduck_http::InFlightLayer
 use anyhow::Context;
 use axum::{Router, routing::get};
-use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> anyhow::Result<lameduck::Report> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,8 +57,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         )
         .init();
     // First: SIGTERM is heard from here on.
-    let lifecycle =
-        lameduck::Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let lifecycle = lameduck::Lifecycle::from_env()?;
 
     // The layer counts each request until its body is sent, says `Connection: close`
     // from Draining on, and answers 503 once Stopping has begun.
@@ -68,7 +66,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         .layer(lameduck_http::InFlightLayer::new(&lifecycle));
 
     // Probes and the preStop `/shutdown` on their own port, until the process exits.
-    let admin = lameduck_axum::AdminServer::bind(&lifecycle).await?;
+    let admin = lameduck_axum::Admin::from_env(&lifecycle)?.spawn().await?;
     tracing::info!(admin = %admin.local_addr(), "admin endpoints listening");
 
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
@@ -100,5 +98,5 @@ async fn main() -> anyhow::Result<ExitCode> {
     } else {
         tracing::warn!("connections still open at exit are closed now");
     }
-    Ok(report.exit_code())
+    Ok(report)
 }

@@ -2,13 +2,11 @@
 //! :9090, a graceful shutdown on SIGTERM, and the report on exit.
 use anyhow::Context;
 use axum::{Router, routing::get};
-use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> anyhow::Result<lameduck::Report> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let lifecycle =
-        lameduck::Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let lifecycle = lameduck::Lifecycle::from_env()?;
 
     let app = Router::new().route("/", get(|| async { "hello\n" }));
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
@@ -17,6 +15,5 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("PORT={port:?} is not a port"))?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
 
-    let report = lameduck_axum::serve(listener, app, &lifecycle).await?;
-    Ok(report.exit_code())
+    Ok(lameduck_axum::serve(listener, app, &lifecycle).await?)
 }

@@ -15,23 +15,24 @@ mod settings;
 mod store;
 mod worker;
 
-use std::process::ExitCode;
-
 use anyhow::Context;
 use lameduck::{CancellationToken, Lifecycle, Phase};
+use lameduck_axum::Admin;
 
 use crate::settings::Settings;
 use crate::store::Orders;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> anyhow::Result<lameduck::Report> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    // A bad setting exits 78 (EX_CONFIG), naming the variable and the value.
     let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let admin = Admin::from_env(&lifecycle).unwrap_or_else(|e| lameduck::exit_on_config_error(e));
     let settings = Settings::from_env().unwrap_or_else(|e| {
         eprintln!("orders: configuration error: {e}");
         std::process::exit(78)
@@ -88,6 +89,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
         .await
         .with_context(|| format!("binding PORT={}", settings.port))?;
-    let report = lameduck_axum::serve(listener, app, &lifecycle).await?;
-    Ok(report.exit_code())
+    Ok(lameduck_axum::serve(listener, app, &lifecycle)
+        .admin(admin)
+        .await?)
 }

@@ -43,7 +43,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -247,7 +246,7 @@ async fn work(Query(Work { ms }): Query<Work>) -> String {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> anyhow::Result<lameduck::Report> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -255,8 +254,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         )
         .init();
     // First: SIGTERM is heard from here on.
-    let lifecycle =
-        lameduck::Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let lifecycle = lameduck::Lifecycle::from_env()?;
 
     let config = tls_config(&env_path("TLS_CERT")?, &env_path("TLS_KEY")?)?;
     let port = std::env::var("PORT").unwrap_or_else(|_| "8443".into());
@@ -270,14 +268,14 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
 
     // Probes and the preStop `/shutdown` in plain HTTP on their own port.
-    let admin = lameduck_axum::AdminServer::bind(&lifecycle).await?;
+    let admin = lameduck_axum::Admin::from_env(&lifecycle)?.spawn().await?;
     tracing::info!(admin = %admin.local_addr(), "admin endpoints listening");
     tracing::info!(addr = %listener.tcp.local_addr()?, "serving HTTPS");
 
     let app = Router::new()
         .route("/", get(|| async { "hello\n" }))
         .route("/work", get(work));
-    // Serves until Stopping, drains, runs the hooks; the report is already written.
-    let report = lameduck_http::serve(listener, app, &lifecycle).await;
-    Ok(report.exit_code())
+    // Serves until Stopping, drains, runs the hooks, writes the report; the process exits
+    // with the report's exit code.
+    Ok(lameduck_http::serve(listener, app, &lifecycle).await)
 }

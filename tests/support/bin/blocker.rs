@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use lameduck::{Lifecycle, Phase};
-use lameduck_axum::AdminRouter;
+use lameduck_axum::Admin;
 
-fn main() -> std::process::ExitCode {
+fn main() -> lameduck::Report {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,12 +27,11 @@ fn main() -> std::process::ExitCode {
                 std::thread::sleep(Duration::from_secs(3600));
             });
         }
-        let listener = tokio::net::TcpListener::bind(lifecycle.config().admin_addr())
+        let _admin = Admin::from_env(&lifecycle)
+            .unwrap_or_else(|error| lameduck::exit_on_config_error(error))
+            .spawn()
             .await
-            .expect("bind the admin address");
-        let _admin =
-            lameduck_axum::serve_admin(listener, AdminRouter::new(&lifecycle).build(), &lifecycle)
-                .expect("serve the admin endpoints");
+            .expect("serve the admin endpoints");
         let run = tokio::spawn({
             let lifecycle = lifecycle.clone();
             async move { lifecycle.run().await }
@@ -43,7 +42,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("blocker: blocking the runtime thread before any signal");
             std::thread::sleep(Duration::from_secs(3600));
         }
-        let report = run.await.expect("the lifecycle task");
-        report.exit_code()
+        run.await.expect("the lifecycle task")
     })
 }

@@ -1,6 +1,7 @@
-//! The admin endpoints: the router, its health and shutdown handlers, and
+//! The admin endpoints: their settings, the router, its health and shutdown handlers, and
 //! the listener that serves them.
 
+mod config;
 mod render;
 mod server;
 mod shutdown;
@@ -13,15 +14,18 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use lameduck::{CheckKind, Lifecycle};
+use tokio::net::TcpListener;
 
+use config::AdminEnv;
+pub use config::{DEFAULT_ADMIN_ADDR, ENV_ADMIN_ADDR, ENV_SHUTDOWN_TOKEN};
 pub use server::{
     AdminError, AdminLimits, AdminServer, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, serve_admin, serve_admin_with,
+    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
 };
 pub use shutdown::{SHUTDOWN_HOLD, TOKEN_HEADER};
 
 /// Every path the router may serve itself: a route of the application's at one of these
-/// or under one ([`AdminRouter::route`]) is refused.
+/// or under one ([`Admin::route`]) is refused.
 const BUILTIN_PATHS: [&str; 6] = [
     "/healthz",
     "/livez",
@@ -41,8 +45,11 @@ const HEALTH_PATHS: [(&str, CheckKind); 5] = [
     ("/startupz", CheckKind::Startup),
 ];
 
-/// Builds the admin endpoints as an [`axum::Router`]: serve it on its own listener with
-/// [`serve_admin`] (what [`AdminServer::bind`] does), or merge it into a router of yours.
+/// The admin endpoints the platform calls: the probes, `/shutdown` (the preStop hook's
+/// target), routes of your own such as `/metrics`, and the hardened listener that serves
+/// them. [`serve`](crate::serve) starts them for you (pass a customised one with
+/// [`Serve::admin`](crate::Serve::admin)); [`spawn`](Self::spawn) starts them on their own,
+/// next to any other server; [`router`](Self::router) merges them into a router of yours.
 ///
 /// `/livez` and `/healthz` (liveness), `/readyz` and `/ready` (readiness), `/startupz`
 /// (startup) answer 200 or 503, and `NAME` under each (`/readyz/db`) runs one check (404
@@ -52,49 +59,82 @@ const HEALTH_PATHS: [(&str, CheckKind); 5] = [
 /// `/readyz/NAME` for any check: a probe written `/readyz?exclude=lifecycle` cannot keep
 /// a draining pod in the load balancer; `?verbose` still lists the checks.
 ///
-/// Routes of your own go next to them with [`route`](Self::route) (`/metrics` for the
-/// scraper, say): served on the admin listener with the same hardening, and unable to
-/// shadow a probe.
+/// The settings come from the environment ([`from_env`](Self::from_env)): the listener's
+/// address from `LAMEDUCK_ADMIN_ADDR` (default [`DEFAULT_ADMIN_ADDR`], `0.0.0.0:9090`),
+/// and the token `/shutdown` requires from `LAMEDUCK_SHUTDOWN_TOKEN` (none by default).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
-/// let admin = lameduck_axum::AdminRouter::new(&lifecycle)
+/// use axum::routing::get;
+/// use lameduck_axum::Admin;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build()?;
+/// let admin = Admin::from_env(&lifecycle)?
+///     .route("/metrics", get(|| async { "# TYPE up gauge\nup 1\n" }))
 ///     .expose_details(true) // show why a check failed, e.g. on a private network
-///     .build();
-/// let app: axum::Router = axum::Router::new()
-///     .route("/", axum::routing::get(|| async { "hello" }))
-///     .merge(admin);
-/// # let _ = app;
-/// # }
+/// #   .listener(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+///     .spawn()
+///     .await?;
+/// println!("probes on http://{}/readyz", admin.local_addr());
+/// # admin.shutdown();
+/// # admin.wait().await;
+/// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-#[must_use = "an AdminRouter does nothing until `build()` is called"]
-pub struct AdminRouter {
+#[must_use = "the admin endpoints are served only once passed to `serve`, spawned, or merged"]
+pub struct Admin {
     lifecycle: Lifecycle,
     expose_details: bool,
     shutdown_endpoint: bool,
+    shutdown_token: Option<String>,
+    addr: std::net::SocketAddr,
+    listener: Option<TcpListener>,
+    limits: AdminLimits,
     /// The application's routes, none at a built-in path.
     routes: Router,
 }
 
-/// What every handler shares; read-only, so nothing a request does contends on it.
-#[derive(Debug)]
-struct Admin {
-    lifecycle: Lifecycle,
-    expose_details: bool,
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("expose_details", &self.expose_details)
+            .field("shutdown_endpoint", &self.shutdown_endpoint)
+            // A secret: only whether there is one.
+            .field("shutdown_token", &self.shutdown_token.is_some())
+            .field("addr", &self.addr)
+            .field("listener", &self.listener)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
-type AdminState = State<Arc<Admin>>;
+/// What every handler shares; read-only, so nothing a request does contends on it.
+struct Endpoints {
+    lifecycle: Lifecycle,
+    expose_details: bool,
+    shutdown_token: Option<String>,
+}
 
-impl AdminRouter {
-    /// The endpoints of `lifecycle`, with failure details withheld and `/shutdown` on
-    /// (requiring `LAMEDUCK_SHUTDOWN_TOKEN` in `X-Lameduck-Token` when that is set).
-    pub fn new(lifecycle: &Lifecycle) -> Self {
+type AdminState = State<Arc<Endpoints>>;
+
+impl Admin {
+    /// The endpoints of `lifecycle`, configured by `LAMEDUCK_ADMIN_ADDR` and
+    /// `LAMEDUCK_SHUTDOWN_TOKEN`; a bad value is an error naming the variable (the token
+    /// is never echoed). Failure details are withheld from responses, `/shutdown` is on,
+    /// and the listener has the default [`AdminLimits`].
+    pub fn from_env(lifecycle: &Lifecycle) -> Result<Self, AdminError> {
+        Ok(Self::with_env(lifecycle, AdminEnv::from_env()?))
+    }
+
+    fn with_env(lifecycle: &Lifecycle, env: AdminEnv) -> Self {
         Self {
             lifecycle: lifecycle.clone(),
             expose_details: false,
             shutdown_endpoint: true,
+            shutdown_token: env.shutdown_token,
+            addr: env.addr,
+            listener: None,
+            limits: AdminLimits::default(),
             routes: Router::new(),
         }
     }
@@ -117,23 +157,25 @@ impl AdminRouter {
     ///
     /// ```
     /// use axum::routing::get;
-    /// use lameduck_axum::AdminRouter;
+    /// use lameduck_axum::Admin;
     ///
     /// async fn metrics() -> &'static str {
     ///     "# TYPE up gauge\nup 1\n"
     /// }
     ///
     /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
-    /// let admin = AdminRouter::new(&lifecycle).route("/metrics", get(metrics));
+    /// let admin = Admin::from_env(&lifecycle)?.route("/metrics", get(metrics));
     /// // With `lameduck_axum::serve(listener, app, &lifecycle).admin(admin)`, or:
-    /// let router: axum::Router = admin.build();
+    /// let router: axum::Router = admin.router();
     /// # drop(router);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// ```should_panic
     /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
     /// // panics: "`/readyz/{check}` is reserved for the built-in `/readyz` endpoint ..."
-    /// let admin = lameduck_axum::AdminRouter::new(&lifecycle)
+    /// let admin = lameduck_axum::Admin::from_env(&lifecycle)
+    ///     .unwrap()
     ///     .route("/readyz/{check}", axum::routing::get(|| async { "mine" }));
     /// # drop(admin);
     /// ```
@@ -141,7 +183,7 @@ impl AdminRouter {
     pub fn route(mut self, path: &str, method_router: MethodRouter) -> Self {
         if let Some(builtin) = reserved_by(path) {
             panic!(
-                "AdminRouter::route: `{path}` is reserved for the built-in `{builtin}` endpoint \
+                "Admin::route: `{path}` is reserved for the built-in `{builtin}` endpoint \
                  (no route of the application's may be at or under /healthz, /livez, /ready, \
                  /readyz, /startupz or /shutdown, so that no probe can be shadowed)"
             );
@@ -165,14 +207,94 @@ impl AdminRouter {
         self
     }
 
-    /// The router. It has no fallback of its own, so it merges into any router; every
-    /// response of the built-in endpoints (and the 404 for a path it does not serve)
-    /// carries `Cache-Control: no-store`, while the responses of routes added with
-    /// [`route`](Self::route) are left as their handlers make them.
-    pub fn build(self) -> Router {
-        let admin = Arc::new(Admin {
+    /// Require `token` in the [`TOKEN_HEADER`] header of `/shutdown` requests, instead of
+    /// the `LAMEDUCK_SHUTDOWN_TOKEN` the environment gave (if any).
+    ///
+    /// # Panics
+    ///
+    /// If `token` is empty or not visible ASCII (it travels in an HTTP header). The message
+    /// does not contain the token.
+    #[track_caller]
+    pub fn shutdown_token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        assert!(
+            config::is_valid_token(&token),
+            "Admin::shutdown_token: the token must be non-empty visible ASCII (it travels in \
+             an HTTP header)"
+        );
+        self.shutdown_token = Some(token);
+        self
+    }
+
+    /// The listener's limits (connection cap, header-read timeout, header size).
+    pub fn limits(mut self, limits: AdminLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serve on this listener instead of binding `LAMEDUCK_ADMIN_ADDR` (tests bind
+    /// `127.0.0.1:0`; a listener handed over by the platform).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Start serving, on a task of its own: on the [`listener`](Self::listener) given, else
+    /// on `LAMEDUCK_ADMIN_ADDR` (default `0.0.0.0:9090`). For a service that keeps its own
+    /// server (`axum::serve`, TLS); [`serve`](crate::serve) does this for you.
+    ///
+    /// Call it before [`Lifecycle::run`], so probes answer from the start. The server keeps
+    /// answering through Draining and Stopping (it is not drained with the traffic
+    /// listeners) and ends only once the lifecycle has finished, i.e. when `run()` returns:
+    /// then it stops accepting, and what is still in progress gets the close grace (1 s).
+    /// Admin connections are not counted in [`Lifecycle::connections`], so they never hold
+    /// up the drain.
+    ///
+    /// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Handlers can
+    /// extract the client's address, [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo).
+    /// Every route — the probes and routes of your own ([`route`](Self::route)) alike — is
+    /// served under the same limits: each request's head must arrive within the
+    /// header-read timeout and fit the header limit (else 431). At the connection limit, a
+    /// new connection takes the place of the one that has waited longest for a request
+    /// (see [`DEFAULT_MAX_ADMIN_CONNECTIONS`]), so idle or slow clients cannot lock the
+    /// kubelet's probes out; only when every connection is in the middle of a response is
+    /// the new one closed at once.
+    pub async fn spawn(mut self) -> Result<AdminServer, AdminError> {
+        let listener = match self.listener.take() {
+            Some(listener) => listener,
+            None => TcpListener::bind(self.addr)
+                .await
+                .map_err(|source| AdminError::Bind {
+                    addr: self.addr,
+                    source,
+                })?,
+        };
+        let lifecycle = self.lifecycle.clone();
+        let limits = self.limits.clone();
+        server::spawn_server(listener, self.router(), &lifecycle, limits)
+    }
+
+    /// The endpoints as a router, to merge into one of yours (think twice before exposing
+    /// `/shutdown` on a traffic port: [`shutdown_endpoint`](Self::shutdown_endpoint)); the
+    /// listener settings do not apply to it. It has no fallback of its own, so it merges
+    /// into any router; every response of the built-in endpoints (and the 404 for a path
+    /// it does not serve) carries `Cache-Control: no-store`, while the responses of routes
+    /// added with [`route`](Self::route) are left as their handlers make them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build()?;
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .merge(lameduck_axum::Admin::from_env(&lifecycle)?.shutdown_endpoint(false).router());
+    /// # drop(app);
+    /// # Ok(()) }
+    /// ```
+    pub fn router(self) -> Router {
+        let admin = Arc::new(Endpoints {
             lifecycle: self.lifecycle,
             expose_details: self.expose_details,
+            shutdown_token: self.shutdown_token,
         });
         let mut router = Router::new();
         for (path, kind) in HEALTH_PATHS {
@@ -222,18 +344,6 @@ fn reserved_by(path: &str) -> Option<&'static str> {
         path.strip_prefix(builtin)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '{']))
     })
-}
-
-impl From<AdminRouter> for Router {
-    fn from(admin: AdminRouter) -> Self {
-        admin.build()
-    }
-}
-
-/// Shorthand for `AdminRouter::new(lifecycle).build()`: the admin endpoints with the
-/// defaults.
-pub fn admin_router(lifecycle: &Lifecycle) -> Router {
-    AdminRouter::new(lifecycle).build()
 }
 
 /// `Cache-Control: no-store` on every response (probe answers must never be reused by a
@@ -332,5 +442,66 @@ async fn health_one(
             admin.expose_details,
         ),
         None => render::unknown_check(kind, &name, &options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn lifecycle() -> Lifecycle {
+        Lifecycle::builder()
+            .exit_process(false)
+            .no_termination_log()
+            .no_signals()
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spawn_reports_an_address_in_use_naming_it_and_the_variable() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let lifecycle = lifecycle();
+        let env = AdminEnv {
+            addr,
+            shutdown_token: None,
+        };
+        let error = Admin::with_env(&lifecycle, env)
+            .spawn()
+            .await
+            .expect_err("the port is taken");
+        assert!(matches!(error, AdminError::Bind { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert!(message.contains(ENV_ADMIN_ADDR), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spawn_binds_the_address_from_the_environment() {
+        // Port 0 through the same path as LAMEDUCK_ADMIN_ADDR=127.0.0.1:0.
+        let env =
+            AdminEnv::from_lookup(|name| (name == ENV_ADMIN_ADDR).then(|| "127.0.0.1:0".into()))
+                .unwrap();
+        let lifecycle = lifecycle();
+        let server = Admin::with_env(&lifecycle, env).spawn().await.unwrap();
+        assert!(server.local_addr().ip().is_loopback());
+        assert_ne!(server.local_addr().port(), 0);
+        let _probe = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        server.shutdown();
+        server.wait().await;
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let lifecycle = lifecycle();
+        let admin = Admin::with_env(&lifecycle, AdminEnv::from_lookup(|_| None).unwrap())
+            .shutdown_token("s3cret-token");
+        let debug = format!("{admin:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("shutdown_token: true"), "{debug}");
     }
 }

@@ -25,8 +25,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admin_router;
-
 /// How long a client may take to send a request's headers (from connecting, or from the
 /// end of its previous request on a kept-alive connection): 5 s. Probes send theirs at
 /// once; a client that dribbles them is cut off and frees its connection slot.
@@ -54,10 +52,45 @@ const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Why the admin listener could not start.
-#[derive(Debug, thiserror::Error)]
+/// Why the admin endpoints could not start: a bad `LAMEDUCK_ADMIN_ADDR` or
+/// `LAMEDUCK_SHUTDOWN_TOKEN`, or a listener that could not be bound. The message names the
+/// variable and, except for the token, quotes the value.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
+    /// `LAMEDUCK_ADMIN_ADDR` did not parse as `IP:PORT`.
+    #[error("{var}={value:?} is not a socket address (expected e.g. 0.0.0.0:9090): {source}")]
+    InvalidAddr {
+        /// The variable's name.
+        var: &'static str,
+        /// The value as found.
+        value: String,
+        /// Why it did not parse.
+        source: std::net::AddrParseError,
+    },
+    /// `LAMEDUCK_SHUTDOWN_TOKEN` cannot travel in an HTTP header. Its value is a secret
+    /// and is not part of the error.
+    #[error(
+        "{var}: the shutdown token must be non-empty visible ASCII (it travels in an HTTP header)"
+    )]
+    InvalidToken {
+        /// The variable's name.
+        var: &'static str,
+    },
+    /// A variable was set to the empty string (or only white space).
+    #[error("{var} is set but empty; unset it to use the default")]
+    Empty {
+        /// The variable's name.
+        var: &'static str,
+    },
+    /// A variable's value is not valid UTF-8.
+    #[error("{var}={value:?} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable's name.
+        var: &'static str,
+        /// The value, lossily decoded (withheld for the token).
+        value: String,
+    },
     /// The admin address could not be bound (in use, not local, no permission).
     #[error(
         "cannot listen for the admin endpoints on {addr} (set LAMEDUCK_ADMIN_ADDR to change it): {source}"
@@ -68,9 +101,18 @@ pub enum AdminError {
         /// Why.
         source: io::Error,
     },
-    /// The listener given to [`serve_admin`] has no local address.
+    /// The listener given to [`Admin::listener`](crate::Admin::listener) has no local
+    /// address.
     #[error("the admin listener has no local address: {0}")]
     LocalAddr(#[source] io::Error),
+}
+
+/// The message, as for `Display`: `main` returning `Result<_, AdminError>` prints
+/// `Error: ` and this when `?` fails.
+impl std::fmt::Debug for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// The admin listener's limits; the defaults suit the kubelet and a load balancer or two.
@@ -128,8 +170,9 @@ impl AdminLimits {
     }
 }
 
-/// A running admin listener (see [`serve_admin`]). Dropping the handle leaves the server
-/// running; it ends by itself once the lifecycle has finished.
+/// A running admin listener, started by [`Admin::spawn`](crate::Admin::spawn). Dropping
+/// the handle leaves the server running; it ends by itself once the lifecycle has
+/// finished.
 #[derive(Debug)]
 pub struct AdminServer {
     local_addr: SocketAddr,
@@ -138,16 +181,6 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Listen on the lifecycle's admin address (`LAMEDUCK_ADMIN_ADDR`, default
-    /// `0.0.0.0:9090`) and serve the default [`admin_router`] there.
-    pub async fn bind(lifecycle: &Lifecycle) -> Result<Self, AdminError> {
-        let addr = lifecycle.config().admin_addr();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| AdminError::Bind { addr, source })?;
-        serve_admin(listener, admin_router(lifecycle), lifecycle)
-    }
-
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -167,46 +200,9 @@ impl AdminServer {
     }
 }
 
-/// Serve `router` on `listener` as the admin listener of `lifecycle`, on a task of its
-/// own, with the default [`AdminLimits`].
-///
-/// Call it before [`Lifecycle::run`], so probes answer from the start. The server keeps
-/// answering through Draining and Stopping (it is not drained with the traffic listeners)
-/// and ends only once the lifecycle has finished, i.e. when `run()` returns: then it stops
-/// accepting, and what is still in progress gets the close grace (1 s). Admin connections
-/// are not counted in [`Lifecycle::connections`], so they never hold up the drain.
-///
-/// It speaks HTTP/1.1 only, which is what probes and preStop hooks use. Handlers can
-/// extract the client's address, [`ConnectInfo<SocketAddr>`](ConnectInfo). Every route
-/// of `router` — the probes and routes of your own ([`AdminRouter::route`](crate::AdminRouter::route)) alike — is
-/// served under the same limits: each request's head must arrive within the header-read
-/// timeout and fit the header limit (else 431).
-/// At the connection limit, a new connection takes the place of the one that has waited
-/// longest for a request (see [`DEFAULT_MAX_ADMIN_CONNECTIONS`]), so idle or slow clients
-/// cannot lock the kubelet's probes out; only when every connection is in the middle of a
-/// response is the new one closed at once.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build()?;
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let router = lameduck_axum::AdminRouter::new(&lifecycle).build();
-/// let admin = lameduck_axum::serve_admin(listener, router, &lifecycle)?;
-/// println!("probes on http://{}/readyz", admin.local_addr());
-/// # admin.shutdown();
-/// # admin.wait().await;
-/// # Ok(()) }
-/// ```
-pub fn serve_admin(
-    listener: TcpListener,
-    router: Router,
-    lifecycle: &Lifecycle,
-) -> Result<AdminServer, AdminError> {
-    serve_admin_with(listener, router, lifecycle, AdminLimits::default())
-}
-
-/// [`serve_admin`] with limits of your own.
-pub fn serve_admin_with(
+/// Serve `router` on `listener` as the admin listener of `lifecycle`, on a task of its own
+/// (what [`Admin::spawn`](crate::Admin::spawn) documents).
+pub(crate) fn spawn_server(
     listener: TcpListener,
     router: Router,
     lifecycle: &Lifecycle,

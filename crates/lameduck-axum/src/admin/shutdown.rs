@@ -28,7 +28,7 @@ pub const SHUTDOWN_HOLD: &str = "shutdown-request";
 /// at the same moment, and gets it before the process exits.
 pub(super) async fn shutdown(State(admin): AdminState, headers: HeaderMap) -> Response {
     let lifecycle = &admin.lifecycle;
-    if let Some(expected) = lifecycle.config().shutdown_token() {
+    if let Some(expected) = admin.shutdown_token.as_deref() {
         match headers.get(TOKEN_HEADER) {
             None => {
                 tracing::warn!("/shutdown refused: no {TOKEN_HEADER} header");
@@ -55,7 +55,7 @@ pub(super) async fn shutdown(State(admin): AdminState, headers: HeaderMap) -> Re
 
     // Taken before the trigger, so `run()` cannot finish between the two.
     let hold = lifecycle.hold_exit(SHUTDOWN_HOLD);
-    let trigger = lifecycle.prestop();
+    let trigger = lifecycle.trigger(lameduck::Reason::PreStop);
     if trigger.first {
         tracing::info!("shutdown requested on /shutdown (preStop)");
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lameduck::Lifecycle;
-use lameduck_axum::{AdminLimits, AdminRouter, AdminServer};
+use lameduck_axum::{Admin, AdminLimits, AdminServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,19 +24,24 @@ pub fn lifecycle() -> Lifecycle {
     builder().build().expect("a valid configuration")
 }
 
-pub async fn serve(router: AdminRouter, lifecycle: &Lifecycle) -> AdminServer {
-    serve_with(router, lifecycle, AdminLimits::default()).await
+/// The admin endpoints of `lifecycle`, with the settings of the test's environment.
+pub fn admin(lifecycle: &Lifecycle) -> Admin {
+    Admin::from_env(lifecycle).expect("the admin settings of the environment")
 }
 
-pub async fn serve_with(
-    router: AdminRouter,
-    lifecycle: &Lifecycle,
-    limits: AdminLimits,
-) -> AdminServer {
+pub async fn serve(admin: Admin) -> AdminServer {
+    serve_with(admin, AdminLimits::default()).await
+}
+
+pub async fn serve_with(admin: Admin, limits: AdminLimits) -> AdminServer {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
-    lameduck_axum::serve_admin_with(listener, router.build(), lifecycle, limits)
+    admin
+        .limits(limits)
+        .listener(listener)
+        .spawn()
+        .await
         .expect("serve the admin endpoints")
 }
 

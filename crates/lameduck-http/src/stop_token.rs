@@ -1,4 +1,4 @@
-//! [`ShutdownSignal`]: how a long-lived response (SSE, WebSocket, a streaming body) learns
+//! [`StopToken`]: how a long-lived response (SSE, WebSocket, a streaming body) learns
 //! that it should end itself.
 
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use crate::body::UntilStopping;
 /// Fires when the lifecycle enters Stopping: listeners are closed, and every long-lived
 /// response should finish what it is sending and end, before `drain_timeout` cuts it.
 ///
-/// Build one with [`ShutdownSignal::new`] and hand it to the handlers that need it (axum:
+/// Build one with [`StopToken::new`] and hand it to the handlers that need it (axum:
 /// `.layer(Extension(signal))` on their routes, or the router's state); or have
-/// [`Server::insert_shutdown_signal`](crate::Server::insert_shutdown_signal) put one into
+/// [`Server::insert_stop_token`](crate::Server::insert_stop_token) put one into
 /// every request's extensions. It is the lifecycle's
 /// [`stop_token`](Lifecycle::stop_token) under a name that says what it is for.
 ///
@@ -22,7 +22,7 @@ use crate::body::UntilStopping;
 ///
 /// ```
 /// use std::time::Duration;
-/// use lameduck_http::ShutdownSignal;
+/// use lameduck_http::StopToken;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -33,7 +33,7 @@ use crate::body::UntilStopping;
 ///     .no_signals()
 ///     .build()
 ///     .unwrap();
-/// let signal = ShutdownSignal::new(&lifecycle);
+/// let signal = StopToken::new(&lifecycle);
 ///
 /// // A WebSocket or SSE loop selects on the signal next to its own work.
 /// let session = tokio::spawn(async move {
@@ -53,13 +53,13 @@ use crate::body::UntilStopping;
 /// # }
 /// ```
 #[derive(Clone, Debug)]
-pub struct ShutdownSignal {
+pub struct StopToken {
     // Behind an `Arc`: cloning a `CancellationToken` takes its node's mutex, and a server
     // clones one into every request.
     stop: Arc<CancellationToken>,
 }
 
-impl ShutdownSignal {
+impl StopToken {
     /// The signal of `lifecycle`.
     pub fn new(lifecycle: &Lifecycle) -> Self {
         Self {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A cheap, shared view of the lifecycle's state and events.
 #[derive(Clone)]
-pub(crate) struct PhaseWatch {
+pub(crate) struct StateWatch {
     inner: Arc<Inner>,
 }
 
@@ -84,15 +84,15 @@ impl Inner {
     }
 }
 
-impl std::fmt::Debug for PhaseWatch {
+impl std::fmt::Debug for StateWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhaseWatch")
+        f.debug_struct("StateWatch")
             .field("state", &self.state())
             .finish()
     }
 }
 
-impl PhaseWatch {
+impl StateWatch {
     /// Start following `lifecycle`; the follower task is spawned now if a tokio runtime is
     /// running, else by [`follow`](Self::follow) or the first [`state`](Self::state) read
     /// from inside one.
@@ -292,7 +292,7 @@ mod tests {
             .no_signals()
             .build()
             .expect("a valid configuration");
-        let watch = PhaseWatch::new(&lifecycle);
+        let watch = StateWatch::new(&lifecycle);
         assert_eq!(watch.events(), 0);
         // A request that never ends: the drain timeout cuts it.
         let _request = lifecycle.requests().enter();
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_detached_watch_fires_what_a_state_implies() {
-        let watch = PhaseWatch::detached(State::Stopping);
+        let watch = StateWatch::detached(State::Stopping);
         assert!(watch.draining_token().is_cancelled());
         assert!(watch.stopping_token().is_cancelled());
         assert!(!watch.cut_token().is_cancelled());
@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn without_a_runtime_reads_the_channel() {
         let lifecycle = lifecycle();
-        let watch = PhaseWatch::new(&lifecycle);
+        let watch = StateWatch::new(&lifecycle);
         assert_eq!(watch.state(), State::Starting);
         assert!(!watch.is_draining());
         assert!(!watch.draining_token().is_cancelled());
@@ -345,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn follows_the_lifecycle_to_the_end() {
         let lifecycle = lifecycle();
-        let watch = PhaseWatch::new(&lifecycle);
+        let watch = StateWatch::new(&lifecycle);
         let mut states = lifecycle.subscribe();
         let hold = lifecycle.hold("test");
         lifecycle.shutdown();
