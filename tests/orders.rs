@@ -362,3 +362,61 @@ fn hello_shuts_down_cleanly_on_sigterm() {
     assert_eq!(report["reason"], "signal:SIGTERM");
     assert_eq!(report["clean"], true);
 }
+
+/// `hello`'s `main` returns `anyhow::Result<lameduck::Report>` and passes a configuration
+/// error up with `?`: it prints the error's message after `Error: ` (no derived `Debug`
+/// noise) and exits 1, the status stable Rust gives an `Err` from `main`. The same for a
+/// setting of the admin endpoints, which `lameduck_axum::serve` reads.
+#[test]
+fn hello_returns_a_bad_setting_from_main_with_its_message() {
+    for (var, value, expected) in [
+        (
+            "LAMEDUCK_DRAIN_TIMEOUT",
+            "twenty",
+            "Error: LAMEDUCK_DRAIN_TIMEOUT=\"twenty\" is not a duration",
+        ),
+        (
+            "LAMEDUCK_ADMIN_ADDR",
+            "nowhere",
+            "Error: LAMEDUCK_ADMIN_ADDR=\"nowhere\" is not a socket address",
+        ),
+    ] {
+        let output = std::process::Command::new(binary("hello"))
+            .env(var, value)
+            .env("PORT", "0")
+            .env("LAMEDUCK_TERMINATION_LOG", "none")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{var}={value}: {stderr}");
+        assert!(stderr.contains(expected), "{var}={value}: {stderr}");
+        assert!(!stderr.contains("InvalidDuration {"), "{stderr}");
+    }
+}
+
+/// `orders` passes configuration errors to `exit_on_config_error`: 78 (`EX_CONFIG`) for the
+/// core's settings and the admin endpoints' alike, and the token is never echoed.
+#[test]
+fn orders_exits_78_on_a_bad_admin_setting_without_echoing_the_token() {
+    let dir = TempDir::new("orders-bad-admin");
+    for (var, value) in [
+        ("LAMEDUCK_ADMIN_ADDR", "nowhere"),
+        ("LAMEDUCK_SHUTDOWN_TOKEN", "two words"),
+    ] {
+        let output = std::process::Command::new(binary("orders"))
+            .env(var, value)
+            .env("ORDERS_STATE", dir.path().join("state.json"))
+            .env("LAMEDUCK_TERMINATION_LOG", "none")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{var}={value}: {stderr}");
+        assert!(stderr.contains("configuration error"), "{stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        if var == "LAMEDUCK_SHUTDOWN_TOKEN" {
+            assert!(!stderr.contains(value), "the token was echoed: {stderr}");
+        } else {
+            assert!(stderr.contains(value), "{stderr}");
+        }
+    }
+}

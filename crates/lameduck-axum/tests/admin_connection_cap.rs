@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lameduck::{Check, CheckKind, State};
+use lameduck::{Check, State};
 use lameduck_axum::AdminLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -175,7 +175,7 @@ async fn a_connection_in_the_middle_of_a_response_is_not_given_up() {
         let started = Arc::clone(&started);
         let release = Arc::clone(&release);
         lifecycle.health().add(
-            Check::new("gate", CheckKind::Readiness, move || {
+            Check::readiness("gate", move || {
                 let started = Arc::clone(&started);
                 let release = Arc::clone(&release);
                 async move {

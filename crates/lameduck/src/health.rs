@@ -79,10 +79,10 @@ type Running = Shared<BoxFuture<'static, Outcome>>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use lameduck::{Check, CheckKind};
+/// use lameduck::Check;
 /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
 /// lifecycle.health().add(
-///     Check::new("search-index", CheckKind::Readiness, || async {
+///     Check::readiness("search-index", || async {
 ///         // index.ping().await
 ///         Ok::<(), std::io::Error>(())
 ///     })
@@ -111,13 +111,7 @@ impl fmt::Debug for Check {
 }
 
 impl Check {
-    /// A check named `name` of `kind` that calls `f` for each run. `f`'s future returns
-    /// `()` (always passes once it completes) or `Result<(), E: Display>`; it is cut at
-    /// [`DEFAULT_CHECK_TIMEOUT`] and its result reused for [`DEFAULT_CHECK_CACHE`].
-    ///
-    /// The name appears in URLs (`/readyz/NAME`), so keep it to letters, digits, `-`, `_`
-    /// and `.`.
-    pub fn new<F, Fut>(name: impl Into<String>, kind: CheckKind, mut f: F) -> Self
+    fn new<F, Fut>(name: impl Into<String>, kind: CheckKind, mut f: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
@@ -135,7 +129,12 @@ impl Check {
         }
     }
 
-    /// A liveness check; see [`Check::new`].
+    /// A liveness check named `name` that calls `f` for each run. `f`'s future returns
+    /// `()` (always passes once it completes) or `Result<(), E: Display>`; it is cut at
+    /// [`DEFAULT_CHECK_TIMEOUT`] and its result reused for [`DEFAULT_CHECK_CACHE`].
+    ///
+    /// The name appears in URLs (`/livez/NAME`), so keep it to letters, digits, `-`, `_`
+    /// and `.`.
     pub fn liveness<F, Fut>(name: impl Into<String>, f: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -145,7 +144,7 @@ impl Check {
         Self::new(name, CheckKind::Liveness, f)
     }
 
-    /// A readiness check; see [`Check::new`].
+    /// A readiness check, as [`liveness`](Self::liveness) describes for liveness.
     pub fn readiness<F, Fut>(name: impl Into<String>, f: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -155,7 +154,7 @@ impl Check {
         Self::new(name, CheckKind::Readiness, f)
     }
 
-    /// A startup check; see [`Check::new`].
+    /// A startup check, as [`liveness`](Self::liveness) describes for liveness.
     pub fn startup<F, Fut>(name: impl Into<String>, f: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -466,7 +465,8 @@ impl Health {
 
     /// The names of the registered checks of `kind`, in registration order (the built-in
     /// `lifecycle` check not included).
-    pub fn names(&self, kind: CheckKind) -> Vec<String> {
+    #[cfg(test)]
+    fn names(&self, kind: CheckKind) -> Vec<String> {
         self.snapshot()
             .iter()
             .filter(|e| e.kind == kind)
@@ -559,7 +559,7 @@ impl Health {
     /// This is the check's own result. What an endpoint for one check should answer is
     /// [`check_named`](Self::check_named), which also fails readiness once shutdown has
     /// begun.
-    pub async fn check_one(&self, kind: CheckKind, name: &str) -> Option<CheckResult> {
+    async fn check_one(&self, kind: CheckKind, name: &str) -> Option<CheckResult> {
         if name == LIFECYCLE_CHECK {
             return self.builtin(kind);
         }
