@@ -15,6 +15,9 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/tmp/lameduck-once";
 
 const MAIN_HELP: &str = "\
 Exit codes:
+  run      the child's exit code (128+N if killed by signal N), 137 if it had to be
+           killed at the deadline, 78 configuration error, 125 lameduck could not
+           start, 126 cannot execute, 127 not found, 2 usage error
   probe    0 success (HTTP 200-399), 1 failure, 2 usage error
   prestop  0 always, 2 usage error
   once     the command's exit code (128+N if killed by signal N), 0 if it already
@@ -102,6 +105,40 @@ Examples:
       exec:
         command: [/lameduck, once, --key, register, --state-dir, /hooks, --, /app/register]";
 
+const RUN_HELP: &str = "\
+The child runs in its own process group with this process's stdin, stdout, stderr and
+environment. lameduck becomes a child subreaper (and is PID 1 in a container without
+another init): it reaps every orphan, and forwards SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT,
+SIGWINCH, SIGCONT and SIGTSTP to the child.
+
+The admin endpoints of the lameduck SDK listen on LAMEDUCK_ADMIN_ADDR (default
+0.0.0.0:9090): /livez (the child runs), /readyz (the child is ready, per --ready, and
+no shutdown has begun), /startupz, /shutdown (the preStop target; LAMEDUCK_SHUTDOWN_TOKEN).
+
+On SIGTERM, SIGINT or /shutdown: readiness fails at once; the child keeps serving for
+LAMEDUCK_SHUTDOWN_DELAY (default 5s in Kubernetes, else 0); then it gets --stop-signal,
+and has until the deadline (LAMEDUCK_GRACE_PERIOD, default 30s, minus a safety margin of
+a tenth of it, at most 2s) to exit; then its process group gets SIGKILL. A second SIGTERM
+or SIGINT sends the stop signal at once. A child that exits on its own ends lameduck at
+once, with its status. The report (JSON, with the child's pid, status, and whether it was
+killed) goes to LAMEDUCK_TERMINATION_LOG (default /dev/termination-log when writable).
+
+Exit codes:
+  the child's  its exit code; 128+N when a signal N ended it
+  137          the child had to be killed at the deadline
+  78           configuration error (a LAMEDUCK_* variable)
+  125          lameduck could not start (signals, the admin port)
+  126, 127     the command could not be executed / was not found
+  2            usage error
+
+Examples:
+  lameduck run -- /app/server --port 8080
+  lameduck run --ready http://127.0.0.1:8080/healthz -- python3 app.py
+  lameduck run --stop-signal SIGQUIT --ready http://127.0.0.1:80/ -- nginx -g 'daemon off;'
+
+  # Kubernetes: the binary copied into an emptyDir by an init container
+  command: [/lameduck/lameduck, run, --stop-signal, SIGQUIT, --, nginx, -g, 'daemon off;']";
+
 /// `lameduck`: graceful-shutdown helpers for images and programs that cannot link the
 /// lameduck SDK (distroless images without shell, curl or sleep; hooks delivered more than
 /// once).
@@ -122,6 +159,9 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Supervise a program that cannot link the SDK: PID 1, probes, lame duck, deadline
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
     /// GET a URL with the kubelet's HTTP probe semantics (for exec probes)
     #[command(after_help = PROBE_HELP)]
     Probe(ProbeArgs),
@@ -131,6 +171,24 @@ pub(crate) enum Command {
     /// Run a command once per key and container, for hooks delivered at least once
     #[command(after_help = ONCE_HELP)]
     Once(OnceArgs),
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The child's readiness: http://HOST:PORT/PATH (200-399 within 1 s) or tcp://HOST:PORT
+    /// (a connection is accepted); without it, ready once started
+    // Checked in `main`, not by clap, whose message would repeat a URL's credentials.
+    #[arg(long, value_name = "URL")]
+    pub(crate) ready: Option<String>,
+
+    /// The signal that asks the child to stop gracefully (nginx: SIGQUIT)
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = crate::run::parse_signal)]
+    pub(crate) stop_signal: nix::sys::signal::Signal,
+
+    /// The command and its arguments
+    #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<OsString>,
 }
 
 /// Arguments of `probe`.

@@ -1,6 +1,8 @@
 //! `lameduck`: the lameduck SDK's command for what cannot link it. Distroless images have
 //! no shell, `curl` or `sleep`, and the platform may deliver an exec hook more than once:
 //!
+//! - `run -- CMD`: a supervisor for a program that cannot link the SDK: PID 1 duties,
+//!   the admin endpoints, the lame duck, the stop signal and the deadline ([`run`]);
 //! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]);
 //! - `prestop`: the preStop hook, calling `/shutdown` and/or sleeping ([`prestop`]);
 //! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]).
@@ -28,6 +30,7 @@ mod once;
 mod prestop;
 mod probe;
 mod regular_file;
+mod run;
 mod state;
 mod target;
 
@@ -48,6 +51,22 @@ fn main() -> ExitCode {
     // clap exits with 2 on usage errors and 0 for --help / --version.
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            let ready = match args
+                .ready
+                .as_deref()
+                .map(run::ReadyProbe::parse)
+                .transpose()
+            {
+                Ok(ready) => ready,
+                Err(err) => usage_error("run", &err),
+            };
+            ExitCode::from(run::run(run::Plan {
+                command: args.command,
+                ready,
+                stop_signal: args.stop_signal,
+            }))
+        }
         Command::Probe(args) => {
             let url = match Target::parse(&args.url) {
                 Ok(url) => url,
