@@ -905,7 +905,17 @@ fn a_child_ignoring_its_stop_signal_is_killed_with_its_process_group_before_the_
 
 #[test]
 fn a_second_sigterm_sends_the_stop_signal_at_once() {
-    let dir = temp_dir("second-sigterm");
+    a_second_signal_sends_the_stop_signal_at_once("TERM");
+}
+
+#[test]
+fn a_second_sigint_sends_the_stop_signal_at_once() {
+    a_second_signal_sends_the_stop_signal_at_once("INT");
+}
+
+/// `signal` twice, 30 s of lame duck: the second one cuts it short.
+fn a_second_signal_sends_the_stop_signal_at_once(signal: &str) {
+    let dir = temp_dir("second-signal");
     let mut supervisor = Supervisor::start(
         &dir,
         &[
@@ -920,32 +930,63 @@ fn a_second_sigterm_sends_the_stop_signal_at_once() {
     supervisor.wait_for_readyz(200);
 
     let signalled = Instant::now();
-    send_signal(supervisor.pid(), "TERM");
+    send_signal(supervisor.pid(), signal);
     supervisor.wait_for_readyz(503);
     assert!(
         !exists(&dir.join("marker")),
-        "the first SIGTERM must not reach the child during the 30 s delay"
+        "the first SIG{signal} must not reach the child during the 30 s delay"
     );
     assert!(
         supervisor.running(),
         "the supervisor must wait out the delay"
     );
-    send_signal(supervisor.pid(), "TERM");
+    send_signal(supervisor.pid(), signal);
     let status = supervisor.wait(PATIENCE);
     let took = signalled.elapsed();
     assert_exit(&supervisor, status, 0);
     assert!(
         took < Duration::from_secs(15),
-        "the second SIGTERM did not cut the 30 s delay short: {took:?}"
+        "the second SIG{signal} did not cut the 30 s delay short: {took:?}"
     );
     assert!(exists(&dir.join("marker")), "the child never got SIGTERM");
+    let report = supervisor.report();
+    assert_eq!(
+        report.at("reason"),
+        &Json::str(&format!("signal:SIG{signal}")),
+        "{report:?}"
+    );
+    assert_child(&report, Some(0), None, false);
+}
+
+#[test]
+fn a_child_exiting_during_the_lame_duck_keeps_its_status() {
+    let dir = temp_dir("exit-in-delay");
+    // The child exits 7 on its own once the test creates `stop`, during the 30 s delay.
+    let mut supervisor = Supervisor::start(
+        &dir,
+        &[
+            ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
+            ("LAMEDUCK_GRACE_PERIOD", "60s"),
+        ],
+        &[],
+        "echo $$ > child.pid\n: > started\nwhile [ ! -e stop ]; do sleep 0.05; done\nexit 7",
+    );
+    supervisor.admin_port();
+    supervisor.wait_for_file("started");
+    supervisor.wait_for_readyz(200);
+    send_signal(supervisor.pid(), "TERM");
+    supervisor.wait_for_readyz(503);
+    fs::write(dir.join("stop"), "").unwrap();
+    // The bound exceeds the delay: only the status is asserted, not when it comes.
+    let status = supervisor.wait(Duration::from_secs(45));
+    assert_exit(&supervisor, status, 7);
     let report = supervisor.report();
     assert_eq!(
         report.at("reason"),
         &Json::str("signal:SIGTERM"),
         "{report:?}"
     );
-    assert_child(&report, Some(0), None, false);
+    assert_child(&report, Some(7), None, false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1199,6 +1240,101 @@ fn ready_http_url_gates_readyz_with_kubelet_semantics() {
         Some(200),
         "/startupz once the child is ready"
     );
+
+    send_signal(supervisor.pid(), "TERM");
+    let status = supervisor.wait(PATIENCE);
+    assert_exit(&supervisor, status, 0);
+}
+
+#[test]
+fn ready_http_url_that_does_not_answer_within_1s_is_not_ready() {
+    let dir = temp_dir("ready-hangs");
+    // The target holds every request unanswered while `hang` is set, and records how long
+    // the supervisor waited before it closed such a connection.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let abandoned: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    {
+        let hang = Arc::clone(&hang);
+        let abandoned = Arc::clone(&abandoned);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let hang = Arc::clone(&hang);
+                let abandoned = Arc::clone(&abandoned);
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" || line == "\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let received = Instant::now();
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut buf = [0u8; 64];
+                    while hang.load(Ordering::SeqCst) {
+                        match stream.read(&mut buf) {
+                            Ok(0) => {
+                                abandoned.lock().unwrap().push(received.elapsed());
+                                return;
+                            }
+                            Ok(_) => {}
+                            Err(err)
+                                if matches!(
+                                    err.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => {
+                                abandoned.lock().unwrap().push(received.elapsed());
+                                return;
+                            }
+                        }
+                        if received.elapsed() > Duration::from_secs(60) {
+                            return;
+                        }
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+    }
+    let url = format!("http://{target}/");
+    let mut supervisor = Supervisor::start(
+        &dir,
+        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
+        &["--ready", &url],
+        &looping_child("trap 'exit 0' TERM"),
+    );
+    let admin = supervisor.admin_port();
+    supervisor.wait_for_file("started");
+    assert!(
+        eventually(PATIENCE, || !abandoned.lock().unwrap().is_empty()),
+        "the supervisor never gave up on an unanswered readiness request (1 s timeout); \
+         stderr:\n{}",
+        supervisor.stderr()
+    );
+    let waited = abandoned.lock().unwrap()[0];
+    assert!(
+        waited < Duration::from_secs(5),
+        "the supervisor waited {waited:?} for an answer; the timeout is 1 s"
+    );
+    assert_eq!(
+        get(admin, "/readyz"),
+        Some(503),
+        "/readyz while the --ready URL does not answer"
+    );
+
+    hang.store(false, Ordering::SeqCst);
+    supervisor.wait_for_readyz(200);
 
     send_signal(supervisor.pid(), "TERM");
     let status = supervisor.wait(PATIENCE);
