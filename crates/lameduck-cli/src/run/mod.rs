@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lameduck::{Lifecycle, Reason, State};
+use lameduck::{Check, Lifecycle, Reason, State};
 use lameduck_axum::{Admin, AdminError};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -255,11 +255,39 @@ impl Supervised {
                     tokio::time::sleep(READY_POLL).await;
                 }
                 drop(hold);
+                // Logged once the lifecycle is Ready, so that whoever reads the log can
+                // rely on /readyz.
+                starting.ready().await;
+                if starting.state() == State::Ready {
+                    eprintln!("lameduck run: the child is ready ({first} answers)");
+                }
             });
             let probe = Arc::new(probe);
-            lifecycle.health().readiness("child", move || {
-                let probe = Arc::clone(&probe);
-                async move { probe.check().await }
+            let draining = lifecycle.clone();
+            // Not cached: each /readyz asks the child once, so an answer never reflects a
+            // failure from before the child was up (probes come seconds apart anyway). Not
+            // asked once shutdown has begun: readiness fails then whatever the child says,
+            // and a busy child must not slow that answer down.
+            lifecycle.health().add(
+                Check::readiness("child", move || {
+                    let probe = Arc::clone(&probe);
+                    let shutting_down = draining.state().is_shutting_down();
+                    async move {
+                        if shutting_down {
+                            return Err("not asked: shutting down".to_owned());
+                        }
+                        probe.check().await
+                    }
+                })
+                .cache_for(Duration::ZERO),
+            );
+        } else {
+            let started = lifecycle.clone();
+            tokio::spawn(async move {
+                started.ready().await;
+                if started.state() == State::Ready {
+                    eprintln!("lameduck run: the child has started: ready (no --ready given)");
+                }
             });
         }
 

@@ -69,12 +69,16 @@ pub(crate) fn with_child(report: &lameduck::Report, fate: ChildFate, exit_code: 
     )
 }
 
-/// The report when the supervisor ends before the lifecycle could: the child exited on
-/// its own (`reason` `child-exited` when no shutdown had begun), or during the lame duck.
+/// The report when the supervisor ends before the lifecycle could, because the child
+/// ended before Stopping: on its own (`reason` `child-exited` when no shutdown had begun),
+/// or during the lame duck (after a second signal, say). The lifecycle's timings do not
+/// exist yet, so it says which `state` the lifecycle was in instead; `clean` when the
+/// child exited 0.
 pub(crate) fn early(reason: &str, state: &str, fate: ChildFate, exit_code: u8) -> String {
     format!(
-        r#"{{"reason":{},"clean":false,"state":{},"exit_code":{exit_code},"child":{}}}"#,
+        r#"{{"reason":{},"clean":{},"state":{},"exit_code":{exit_code},"child":{}}}"#,
         json!(reason),
+        exit_code == 0,
         json!(state),
         fate.to_json()
     )
