@@ -22,8 +22,39 @@ use tokio::task::JoinHandle;
 /// How often readiness is polled.
 const READY_POLL: Duration = Duration::from_millis(20);
 
-/// A port the OS says is free on 127.0.0.1: bind `127.0.0.1:0`, read the port, release it.
+/// A port that is free now and stays out of the way of client connections: chosen below
+/// the kernel's ephemeral range (`ip_local_port_range`), whose ports every outgoing
+/// connection (the load generator's, nginx's to its upstreams) takes its local port from.
+/// A server restarted on its port in a rolling restart would otherwise find it taken, now
+/// and then, by one of those connections (`EADDRINUSE`). Falls back to a port the OS picks.
 pub(crate) fn free_port() -> Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        let mut state = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32)
+            | 1;
+        for _ in 0..64 {
+            // xorshift64: spread over the range, different in each process and call.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let port = LOWEST + (state % span) as u16;
+            // Both the loopback and the wildcard address: servers here bind either.
+            // One after the other: the two would conflict with each other.
+            let free = StdListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+                && StdListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+            if free {
+                return Ok(port);
+            }
+        }
+    }
     let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("binding 127.0.0.1:0 to pick a free port")?;
     Ok(listener.local_addr()?.port())
@@ -633,6 +664,20 @@ mod tests {
         let port = free_port()?;
         assert_ne!(port, 0);
         let _listener = StdListener::bind(local(port))?;
+        Ok(())
+    }
+
+    #[test]
+    fn free_ports_stay_below_the_ephemeral_range() -> Result<()> {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(32768);
+        for _ in 0..20 {
+            let port = free_port()?;
+            assert!(port < low, "{port} is in the ephemeral range from {low}");
+        }
         Ok(())
     }
 }
