@@ -162,3 +162,138 @@ fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
     let manifest = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
     assert!(manifest.contains(r#"command: ["/lameduck", "prestop""#));
 }
+
+fn nginx_documents() -> Vec<Value> {
+    let text = std::fs::read_to_string(examples().join("k8s/nginx.yaml")).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// nginx under `lameduck run`: the init container installs the binary into the volume the
+/// main container runs it from; the supervisor wraps nginx with its graceful stop signal
+/// and a readiness URL on nginx's port; the probes and preStop go to the supervisor's
+/// admin endpoints; the timing fits the grace period.
+#[test]
+fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
+    let docs = nginx_documents();
+    let deployment = kind(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // The binary: installed by the init container into the shared emptyDir.
+    let init = &pod["initContainers"][0];
+    let install = init["command"].as_sequence().unwrap();
+    assert_eq!(install[0].as_str(), Some("/lameduck"));
+    assert_eq!(install[1].as_str(), Some("install"));
+    let installed_into = install[2].as_str().unwrap();
+    let mount_of = |c: &Value, volume: &str| -> String {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str() == Some(volume))
+            .unwrap_or_else(|| panic!("{volume} not mounted"))["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(mount_of(init, "lameduck"), installed_into);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some("lameduck"))
+        .expect("the lameduck volume");
+    assert!(volume["emptyDir"].is_mapping(), "an emptyDir");
+
+    // The command: the supervisor from that volume, wrapping nginx in the foreground.
+    let command: Vec<&str> = container["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command[0],
+        format!("{}/lameduck", mount_of(container, "lameduck"))
+    );
+    assert_eq!(command[1], "run");
+    let option = |name: &str| {
+        command
+            .iter()
+            .position(|a| *a == name)
+            .map(|i| command[i + 1])
+    };
+    assert_eq!(option("--stop-signal"), Some("SIGQUIT"), "nginx's graceful stop");
+    let http_port = named_port(container, "http");
+    assert_eq!(
+        option("--ready"),
+        Some(format!("http://127.0.0.1:{http_port}/").as_str())
+    );
+    let separator = command.iter().position(|a| *a == "--").expect("--");
+    assert_eq!(&command[separator + 1..], ["nginx", "-g", "daemon off;"]);
+
+    // Probes and preStop: the supervisor's admin endpoints.
+    let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
+    assert_eq!(named_port(container, "admin"), admin_port);
+    assert_eq!(
+        env_value(container, "LAMEDUCK_ADMIN_ADDR"),
+        Some(lameduck_axum::DEFAULT_ADMIN_ADDR.to_string().as_str())
+    );
+    for (probe, path) in [
+        ("startupProbe", "/startupz"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
+    }
+    let prestop = &container["lifecycle"]["preStop"]["httpGet"];
+    assert_eq!(prestop["path"].as_str(), Some("/shutdown"));
+    assert_eq!(prestop["port"].as_str(), Some("admin"));
+
+    // Timing: the grace period the pod gets is the one the supervisor plans with, and the
+    // lame duck leaves nginx most of it to drain.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let lookup = |name: &str| env_value(container, name).map(Into::into);
+    let config = lameduck::Builder::from_lookup(lookup)
+        .unwrap()
+        .config()
+        .unwrap();
+    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    assert!(config.shutdown_delay() < config.deadline());
+    assert!(
+        config.deadline() - config.shutdown_delay() >= Duration::from_secs(10),
+        "nginx gets at least 10 s to drain"
+    );
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name.starts_with("LAMEDUCK_") {
+            assert!(
+                lameduck::ENV_VARS.contains(&name)
+                    || [
+                        lameduck_axum::ENV_ADMIN_ADDR,
+                        lameduck_axum::ENV_SHUTDOWN_TOKEN
+                    ]
+                    .contains(&name),
+                "unknown variable {name}"
+            );
+        }
+    }
+    assert_eq!(
+        container["terminationMessagePath"].as_str(),
+        Some(lameduck::DEFAULT_TERMINATION_LOG)
+    );
+    let service = kind(&docs, "Service");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("http")
+    );
+
+    // The init container's image is the Dockerfile's `lameduck` target.
+    let dockerfile = std::fs::read_to_string(examples().join("k8s/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("AS lameduck"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/lameduck"]"#));
+}
