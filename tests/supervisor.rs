@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lameduck_platform_tests::{Service, TempDir, binary, get, start_load};
+use lameduck_platform_tests::{Service, TempDir, binary, free_port, get, start_load};
 use nix::sys::signal::Signal;
 
 const CONNECTIONS: usize = 32;
@@ -130,4 +130,230 @@ fn the_same_server_without_the_supervisor_loses_requests() {
         failed(&report) > 0,
         "the bare server lost nothing? {report:?}"
     );
+}
+
+/// The path of `nginx`, installed from Debian's package when missing (as `bench/run`
+/// does), so that the test needs nothing by hand.
+fn nginx() -> PathBuf {
+    let found = || {
+        ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
+    if let Some(path) = found() {
+        return path;
+    }
+    // /proc/self belongs to the process's effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    let apt = |args: &[&str]| {
+        let mut command = if root {
+            std::process::Command::new("apt-get")
+        } else {
+            let mut sudo = std::process::Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        apt(&["update", "-qq"])
+            && apt(&[
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "nginx-light"
+            ]),
+        "nginx is missing and could not be installed with apt-get (install nginx)"
+    );
+    found().expect("nginx after installing it")
+}
+
+/// An nginx configuration with everything in `dir`, in the foreground, listening on
+/// 127.0.0.1:`port`, with `server` as the body of its one server block.
+fn nginx_conf(dir: &Path, name: &str, port: u16, server: &str, upstream: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let path = d.join("nginx.conf");
+    let p = d.display();
+    std::fs::write(
+        &path,
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+             error_log stderr warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  \
+             uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  {upstream}\n  \
+             server {{\n    listen 127.0.0.1:{port};\n    {server}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A backend: nginx serving a small page, under `lameduck run --stop-signal SIGQUIT`.
+fn supervised_nginx(dir: &Path, name: &str, port: u16) -> Service {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from nginx\n").unwrap();
+    let conf = nginx_conf(
+        dir,
+        name,
+        port,
+        &format!("root {};\n    location / {{ }}", www.display()),
+        "",
+    );
+    let command = format!(
+        "{} run --stop-signal SIGQUIT --ready http://127.0.0.1:{port}/ -- {} -c {}",
+        binary("lameduck").display(),
+        nginx().display(),
+        conf.display()
+    );
+    let script = launcher(dir, &format!("{name}.sh"), &command);
+    let mut service = Service::start(
+        &script,
+        dir,
+        name,
+        &[("LAMEDUCK_SHUTDOWN_DELAY", "1s".to_owned())],
+    );
+    service.wait_ready();
+    service
+}
+
+/// The front proxy's upstream block, with the backends on `ports`.
+fn upstream(ports: &[u16]) -> String {
+    let servers: String = ports
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p};"))
+        .collect();
+    format!("upstream backends {{ {servers} keepalive 16; }}")
+}
+
+fn proxy_server() -> &'static str {
+    // No retry: as with a Kubernetes Service, whatever a backend does reaches the client.
+    "location / { proxy_pass http://backends; proxy_http_version 1.1; \
+     proxy_set_header Connection \"\"; proxy_next_upstream off; }"
+}
+
+/// Real nginx, restarted the way Kubernetes restarts a pod, behind a proxy that does not
+/// retry: each backend in turn gets SIGTERM; after the endpoint propagation lag (300 ms,
+/// within the 1 s lame duck) the proxy's upstream is rewritten without it and reloaded;
+/// once the backend has exited, a new one starts on its port, and goes back into the
+/// upstream once ready. Clients (new connection per request, so that the proxy's reloads
+/// are not what is measured) see no failure.
+#[test]
+fn nginx_under_lameduck_run_restarts_under_load_without_a_failed_request() {
+    let dir = TempDir::new("supervisor-nginx");
+    let nginx = nginx();
+    let ports = [free_port(), free_port()];
+    let mut backends: Vec<Service> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| supervised_nginx(dir.path(), &format!("backend{i}-0"), port))
+        .collect();
+
+    let front_port = free_port();
+    let front_conf = nginx_conf(
+        dir.path(),
+        "front",
+        front_port,
+        proxy_server(),
+        &upstream(&ports),
+    );
+    let front_script = launcher(
+        dir.path(),
+        "front.sh",
+        &format!("{} -c {}", nginx.display(), front_conf.display()),
+    );
+    let mut front = Service::start(&front_script, dir.path(), "front", &[]);
+    front.traffic = std::net::SocketAddr::from(([127, 0, 0, 1], front_port));
+    wait_serving(&front);
+    let reload = |upstreams: &[u16]| {
+        let conf = nginx_conf(
+            dir.path(),
+            "front",
+            front_port,
+            proxy_server(),
+            &upstream(upstreams),
+        );
+        let status = std::process::Command::new(&nginx)
+            .args(["-c", conf.to_str().unwrap(), "-s", "reload"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "nginx -s reload failed");
+    };
+
+    let (load, stop) = {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut config =
+            lameduck_loadgen::LoadConfig::new(&format!("http://127.0.0.1:{front_port}/"))
+                .unwrap()
+                .header("Connection: close")
+                .unwrap();
+        config.connections = 16;
+        config.rate = RATE;
+        config.duration = None;
+        let load = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(lameduck_loadgen::run(config, async {
+                    let _ = stop_rx.await;
+                }))
+        });
+        (load, stop_tx)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    for i in 0..ports.len() {
+        let others: Vec<u16> = ports
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| *p)
+            .collect();
+        let mut old = backends.remove(i);
+        old.signal(Signal::SIGTERM);
+        std::thread::sleep(PROPAGATION);
+        reload(&others);
+        // nginx's graceful stop (SIGQUIT) is the child's exit: 0.
+        let stopping = Instant::now();
+        assert_eq!(old.wait_exit(PATIENCE), 0, "{}", old.logs());
+        eprintln!(
+            "backend {i} exited {:?} after the reload",
+            stopping.elapsed()
+        );
+        let report = old.report();
+        assert_eq!(report["child"]["killed"], false, "{report}");
+        backends.insert(
+            i,
+            supervised_nginx(dir.path(), &format!("backend{i}-1"), ports[i]),
+        );
+        reload(&ports);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = stop.send(());
+    let report = load.join().unwrap();
+    eprintln!(
+        "nginx behind a proxy, {} restarts: {} requests, {} failed ({:?})",
+        ports.len(),
+        report.counts.total(),
+        report.counts.failures(),
+        report.counts
+    );
+    for backend in &mut backends {
+        backend.signal(Signal::SIGTERM);
+        assert_eq!(backend.wait_exit(PATIENCE), 0);
+    }
+    front.signal(Signal::SIGQUIT);
+    let _ = front.wait_exit(PATIENCE);
+    assert!(report.counts.ok > 0, "{report:?}");
+    assert_eq!(report.counts.failures(), 0, "{report:?}");
 }
