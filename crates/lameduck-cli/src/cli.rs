@@ -15,16 +15,79 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/tmp/lameduck-once";
 
 const MAIN_HELP: &str = "\
 Exit codes:
-  run      the child's exit code (128+N if killed by signal N), 137 if it had to be
-           killed at the deadline, 78 configuration error, 125 lameduck could not
-           start, 126 cannot execute, 127 not found, 2 usage error
-  probe    0 success (HTTP 200-399), 1 failure, 2 usage error
-  prestop  0 always, 2 usage error
-  once     the command's exit code (128+N if killed by signal N), 0 if it already
-           succeeded, 125 if lameduck could not run it (state directory, lock),
-           126 cannot execute, 127 not found, 2 usage error
+  run         the child's exit code (128+N if killed by signal N), 137 if it had to
+              be killed at the deadline, 78 configuration error, 125 lameduck could
+              not start, 126 cannot execute, 127 not found, 2 usage error
+  probe       0 success (HTTP 200-399), 1 failure, 2 usage error
+  prestop     0 always, 2 usage error
+  once        the command's exit code (128+N if killed by signal N), 0 if it already
+              succeeded, 125 if lameduck could not run it (state directory, lock),
+              126 cannot execute, 127 not found, 2 usage error
+  install     0 installed, 1 failure, 2 usage error
+  wait-ready  0 ready, 1 not ready at the timeout, 2 usage error
 
 Run `lameduck help <command>` for examples.";
+
+const INSTALL_HELP: &str = "\
+Copies the running lameduck binary to DIR/lameduck, for images without a shell (no cp):
+an init container installs it into a shared volume, where the other containers run it.
+
+The copy is atomic: a temporary file in DIR (.lameduck.tmp.*) is written, flushed to
+disk and given mode 0755, then renamed over DIR/lameduck, so a reader sees the old file
+or the whole new one, never a partial binary. Installing again replaces the file. DIR
+must exist and be a directory (it is not created). On failure the temporary file is
+removed.
+
+Exit codes:
+  0  installed; one line on stderr
+  1  failure (DIR missing or not a directory, cannot write...); one line on stderr
+     naming the path and the OS error
+  2  usage error
+
+Examples:
+  lameduck install /shared
+
+  # Kubernetes: an init container copies the binary into an emptyDir
+  initContainers:
+    - name: install-lameduck
+      image: example.com/lameduck:latest        # the binary at /lameduck
+      command: [/lameduck, install, /shared]
+      volumeMounts: [{name: lameduck, mountPath: /shared}]
+  containers:
+    - name: app
+      command: [/shared/lameduck, run, --, /app/server]
+      volumeMounts: [{name: lameduck, mountPath: /shared}]
+  volumes: [{name: lameduck, emptyDir: {}}]";
+
+const WAIT_READY_HELP: &str = "\
+Asks URL the way the kubelet asks a readiness probe, every 200ms, until it is ready or
+--timeout passes:
+  - http://HOST:PORT/PATH: ready when the GET answers 200-399 within 1s (redirects
+    followed as by `lameduck probe`); https:// is refused (no TLS in this binary)
+  - tcp://HOST:PORT: ready when a connection is accepted within 1s
+At the timeout, the last attempt's reason is printed.
+
+Exit codes:
+  0  ready; one line on stderr
+  1  not ready at the timeout; one line on stderr with the last reason
+  2  usage error, including a URL that is not http:// or tcp://
+
+Examples:
+  lameduck wait-ready http://127.0.0.1:8080/healthz
+  lameduck wait-ready --timeout 2m tcp://postgres:5432
+
+  # Kubernetes: a postStart hook holding the container's start until the app serves
+  # (the kubelet starts the next container only when the hook has returned):
+  lifecycle:
+    postStart:
+      exec:
+        command: [/lameduck, wait-ready, --timeout, 30s, http://127.0.0.1:8080/healthz]
+
+  # or an init container waiting for a dependency:
+  initContainers:
+    - name: wait-db
+      image: example.com/lameduck:latest
+      command: [/lameduck, wait-ready, --timeout, 5m, tcp://postgres:5432]";
 
 const PROBE_HELP: &str = "\
 Semantics (the kubelet's httpGet probe):
@@ -171,6 +234,12 @@ pub(crate) enum Command {
     /// Run a command once per key and container, for hooks delivered at least once
     #[command(after_help = ONCE_HELP)]
     Once(OnceArgs),
+    /// Copy this binary to DIR/lameduck, atomically (for an init container without cp)
+    #[command(after_help = INSTALL_HELP)]
+    Install(InstallArgs),
+    /// Wait until an http:// or tcp:// URL is ready, or fail at the timeout
+    #[command(after_help = WAIT_READY_HELP)]
+    WaitReady(WaitReadyArgs),
 }
 
 /// Arguments of `run`.
@@ -254,6 +323,28 @@ pub(crate) struct OnceArgs {
     /// The command and its arguments
     #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub(crate) command: Vec<OsString>,
+}
+
+/// Arguments of `install`.
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// The directory to install lameduck into (must exist)
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+}
+
+/// Arguments of `wait-ready`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitReadyArgs {
+    /// http://HOST:PORT/PATH (ready at 200-399 within 1 s) or tcp://HOST:PORT (a connection
+    /// is accepted)
+    // Checked in `main`, not by clap, whose message would repeat a URL's credentials.
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+
+    /// Give up after this long
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse_timeout)]
+    pub(crate) timeout: Duration,
 }
 
 #[cfg(test)]

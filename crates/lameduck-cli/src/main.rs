@@ -5,7 +5,10 @@
 //!   the admin endpoints, the lame duck, the stop signal and the deadline ([`run`]);
 //! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]);
 //! - `prestop`: the preStop hook, calling `/shutdown` and/or sleeping ([`prestop`]);
-//! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]).
+//! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]);
+//! - `install DIR`: copies this binary into a shared volume, for images without `cp`
+//!   ([`install`]);
+//! - `wait-ready URL`: waits until an http:// or tcp:// URL is ready ([`wait_ready`]).
 //!
 //! Exit codes are documented in `lameduck help` and in the crate's README.
 //!
@@ -26,6 +29,7 @@ mod duration;
 mod header;
 mod hook_log;
 mod http_get;
+mod install;
 mod once;
 mod prestop;
 mod probe;
@@ -33,6 +37,7 @@ mod regular_file;
 mod run;
 mod state;
 mod target;
+mod wait_ready;
 
 use std::process::ExitCode;
 
@@ -116,6 +121,42 @@ fn main() -> ExitCode {
                 ExitCode::from(ONCE_INTERNAL_ERROR)
             }
         },
+        Command::Install(args) => match install::run(&args.dir) {
+            Ok(installed) => {
+                eprintln!("lameduck install: installed {}", installed.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("lameduck install: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::WaitReady(args) => {
+            let probe = match wait_ready::parse(&args.url) {
+                Ok(probe) => probe,
+                Err(err) => usage_error("wait-ready", &err),
+            };
+            match wait_ready::run(&probe, args.timeout) {
+                wait_ready::Outcome::Ready(after) => {
+                    eprintln!(
+                        "lameduck wait-ready: {probe} ready after {}",
+                        duration::display(after)
+                    );
+                    ExitCode::SUCCESS
+                }
+                wait_ready::Outcome::TimedOut(reason) => {
+                    eprintln!(
+                        "lameduck wait-ready: {probe} not ready after {}: {reason}",
+                        duration::display(args.timeout)
+                    );
+                    ExitCode::FAILURE
+                }
+                wait_ready::Outcome::Internal(err) => {
+                    eprintln!("lameduck wait-ready: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
