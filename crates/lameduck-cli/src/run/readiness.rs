@@ -32,19 +32,26 @@ impl ReadyProbe {
     /// `http://…` (as `lameduck probe` takes it) or `tcp://HOST:PORT`.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         if let Some(rest) = text.strip_prefix("tcp://") {
+            // Never echoed as given: it could carry credentials (`tcp://user:secret@h:1`).
+            let shown = crate::target::redact(text);
+            if rest.contains('@') {
+                return Err(format!(
+                    "{shown:?}: a tcp:// address takes no credentials (tcp://HOST:PORT)"
+                ));
+            }
             let rest = rest.strip_suffix('/').unwrap_or(rest);
             let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
-                format!("{text:?}: a tcp:// address needs a port (tcp://HOST:PORT)")
+                format!("{shown:?}: a tcp:// address needs a port (tcp://HOST:PORT)")
             })?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
             if host.is_empty() || host.contains('/') {
-                return Err(format!("{text:?} is not tcp://HOST:PORT"));
+                return Err(format!("{shown:?} is not tcp://HOST:PORT"));
             }
             let port = port
                 .parse::<u16>()
                 .ok()
                 .filter(|port| *port != 0)
-                .ok_or_else(|| format!("{text:?}: the port must be a number from 1 to 65535"))?;
+                .ok_or_else(|| format!("{shown:?}: the port must be a number from 1 to 65535"))?;
             return Ok(Self::Tcp {
                 host: host.to_owned(),
                 port,
@@ -127,8 +134,15 @@ mod tests {
         ] {
             assert!(ReadyProbe::parse(bad).is_err(), "{bad}");
         }
-        let err = ReadyProbe::parse("ftp://user:secret@x/").unwrap_err();
-        assert!(!err.contains("secret"), "{err}");
+        for with_credentials in [
+            "ftp://user:secret@x/",
+            "tcp://user:secret@h",
+            "tcp://user:secret@h:80",
+            "tcp://user:secret@h:99999",
+        ] {
+            let err = ReadyProbe::parse(with_credentials).unwrap_err();
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 
     #[tokio::test]
