@@ -225,7 +225,11 @@ fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
             .position(|a| *a == name)
             .map(|i| command[i + 1])
     };
-    assert_eq!(option("--stop-signal"), Some("SIGQUIT"), "nginx's graceful stop");
+    assert_eq!(
+        option("--stop-signal"),
+        Some("SIGQUIT"),
+        "nginx's graceful stop"
+    );
     let http_port = named_port(container, "http");
     assert_eq!(
         option("--ready"),
