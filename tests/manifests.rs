@@ -43,6 +43,47 @@ fn named_port(container: &Value, name: &str) -> u64 {
         .unwrap()
 }
 
+/// The admin port is the SDK's default, and `LAMEDUCK_ADMIN_ADDR` says so.
+fn assert_admin_on_the_default_address(container: &Value) {
+    let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
+    assert_eq!(named_port(container, "admin"), admin_port);
+    assert_eq!(
+        env_value(container, "LAMEDUCK_ADMIN_ADDR"),
+        Some(lameduck_axum::DEFAULT_ADMIN_ADDR.to_string().as_str())
+    );
+}
+
+/// The three probes point at the admin endpoints' paths on the admin port.
+fn assert_probes_on_the_admin_port(container: &Value) {
+    for (probe, path) in [
+        ("startupProbe", "/startupz"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
+    }
+}
+
+/// Every `LAMEDUCK_*` variable set is one the core or the admin endpoints read.
+fn assert_every_lameduck_variable_is_read(container: &Value) {
+    for var in container["env"].as_sequence().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name.starts_with("LAMEDUCK_") {
+            assert!(
+                lameduck::ENV_VARS.contains(&name)
+                    || [
+                        lameduck_axum::ENV_ADMIN_ADDR,
+                        lameduck_axum::ENV_SHUTDOWN_TOKEN
+                    ]
+                    .contains(&name),
+                "unknown variable {name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_deployment_matches_the_service_and_the_sdk_defaults() {
     let docs = documents();
@@ -53,23 +94,10 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
     // Ports: traffic on the service's default PORT, admin on the SDK's default address.
     assert_eq!(named_port(container, "http"), 8080);
     assert_eq!(env_value(container, "PORT"), Some("8080"));
-    let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
-    assert_eq!(named_port(container, "admin"), admin_port);
-    assert_eq!(
-        env_value(container, "LAMEDUCK_ADMIN_ADDR"),
-        Some(lameduck_axum::DEFAULT_ADMIN_ADDR.to_string().as_str())
-    );
+    assert_admin_on_the_default_address(container);
 
     // Probes point at the admin router's paths on the admin port.
-    for (probe, path) in [
-        ("startupProbe", "/startupz"),
-        ("livenessProbe", "/livez"),
-        ("readinessProbe", "/readyz"),
-    ] {
-        let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
-    }
+    assert_probes_on_the_admin_port(container);
 
     // preStop calls /shutdown with the token the service is given.
     let prestop = &container["lifecycle"]["preStop"]["httpGet"];
@@ -116,20 +144,7 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 
     // Every LAMEDUCK_* variable set is one the SDK reads.
-    for var in container["env"].as_sequence().unwrap() {
-        let name = var["name"].as_str().unwrap();
-        if name.starts_with("LAMEDUCK_") {
-            assert!(
-                lameduck::ENV_VARS.contains(&name)
-                    || [
-                        lameduck_axum::ENV_ADMIN_ADDR,
-                        lameduck_axum::ENV_SHUTDOWN_TOKEN
-                    ]
-                    .contains(&name),
-                "unknown variable {name}"
-            );
-        }
-    }
+    assert_every_lameduck_variable_is_read(container);
     assert_eq!(
         container["terminationMessagePolicy"].as_str(),
         Some("FallbackToLogsOnError")
@@ -239,21 +254,8 @@ fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
     assert_eq!(&command[separator + 1..], ["nginx", "-g", "daemon off;"]);
 
     // Probes and preStop: the supervisor's admin endpoints.
-    let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
-    assert_eq!(named_port(container, "admin"), admin_port);
-    assert_eq!(
-        env_value(container, "LAMEDUCK_ADMIN_ADDR"),
-        Some(lameduck_axum::DEFAULT_ADMIN_ADDR.to_string().as_str())
-    );
-    for (probe, path) in [
-        ("startupProbe", "/startupz"),
-        ("livenessProbe", "/livez"),
-        ("readinessProbe", "/readyz"),
-    ] {
-        let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(get["port"].as_str(), Some("admin"), "{probe}");
-    }
+    assert_admin_on_the_default_address(container);
+    assert_probes_on_the_admin_port(container);
     let prestop = &container["lifecycle"]["preStop"]["httpGet"];
     assert_eq!(prestop["path"].as_str(), Some("/shutdown"));
     assert_eq!(prestop["port"].as_str(), Some("admin"));
@@ -272,20 +274,7 @@ fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
         config.deadline() - config.shutdown_delay() >= Duration::from_secs(10),
         "nginx gets at least 10 s to drain"
     );
-    for var in container["env"].as_sequence().unwrap() {
-        let name = var["name"].as_str().unwrap();
-        if name.starts_with("LAMEDUCK_") {
-            assert!(
-                lameduck::ENV_VARS.contains(&name)
-                    || [
-                        lameduck_axum::ENV_ADMIN_ADDR,
-                        lameduck_axum::ENV_SHUTDOWN_TOKEN
-                    ]
-                    .contains(&name),
-                "unknown variable {name}"
-            );
-        }
-    }
+    assert_every_lameduck_variable_is_read(container);
     assert_eq!(
         container["terminationMessagePath"].as_str(),
         Some(lameduck::DEFAULT_TERMINATION_LOG)

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lameduck_platform_tests::{Service, TempDir, binary, free_port, get, start_load};
+use lameduck_platform_tests::{
+    Service, TempDir, binary, free_port, get, start_load, start_load_with,
+};
 use nix::sys::signal::Signal;
 
 const CONNECTIONS: usize = 32;
@@ -288,28 +290,12 @@ fn nginx_under_lameduck_run_restarts_under_load_without_a_failed_request() {
         assert!(status.success(), "nginx -s reload failed");
     };
 
-    let (load, stop) = {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut config =
-            lameduck_loadgen::LoadConfig::new(&format!("http://127.0.0.1:{front_port}/"))
-                .unwrap()
-                .header("Connection: close")
-                .unwrap();
-        config.connections = 16;
-        config.rate = RATE;
-        config.duration = None;
-        let load = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(lameduck_loadgen::run(config, async {
-                    let _ = stop_rx.await;
-                }))
-        });
-        (load, stop_tx)
-    };
+    // A new connection per request, so that the proxy's reloads are not what is measured.
+    let config = lameduck_loadgen::LoadConfig::new(&format!("http://127.0.0.1:{front_port}/"))
+        .unwrap()
+        .header("Connection: close")
+        .unwrap();
+    let (load, stop) = start_load_with(config, 16, RATE);
     std::thread::sleep(Duration::from_millis(300));
 
     for i in 0..ports.len() {

@@ -426,9 +426,21 @@ pub fn start_load(
     std::thread::JoinHandle<lameduck_loadgen::LoadReport>,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut config =
+    let config =
         lameduck_loadgen::LoadConfig::new(&format!("http://{}/", service.traffic)).unwrap();
+    start_load_with(config, connections, rate)
+}
+
+/// [`start_load`] with a configuration of the caller's (another target, headers).
+pub fn start_load_with(
+    mut config: lameduck_loadgen::LoadConfig,
+    connections: usize,
+    rate: u64,
+) -> (
+    std::thread::JoinHandle<lameduck_loadgen::LoadReport>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     config.connections = connections;
     config.rate = rate;
     config.duration = None;
