@@ -41,6 +41,9 @@ const EXIT_NOT_FOUND: u8 = 127;
 /// Exit status when the supervisor had to SIGKILL the child: 128 + SIGKILL.
 const EXIT_KILLED: u8 = 137;
 
+/// How long the exit waits, at most, for the status of a child just killed.
+const KILLED_CHILD_WAIT: Duration = Duration::from_millis(500);
+
 /// How often the child's readiness is asked while it starts.
 const READY_POLL: Duration = Duration::from_millis(200);
 
@@ -172,7 +175,10 @@ async fn supervise(plan: Plan) -> u8 {
                     supervised.kill_group();
                     return EXIT_INTERNAL;
                 };
-                return supervised.exit_after(&report, &mut signals, termination_log).await;
+                let grace = lifecycle.config().grace_period();
+                return supervised
+                    .exit_after(&report, grace, &mut signals, termination_log)
+                    .await;
             }
             heard = signals.next() => match heard {
                 Heard::Child => supervised.collect(),
@@ -384,17 +390,22 @@ impl Supervised {
         report::write(
             log,
             report::early(&reason, lifecycle.state().as_str(), self.fate(), status),
+            report::WRITE_WAIT,
         );
         status
     }
 
-    /// The lifecycle has finished: the child ended, or was killed at the cut.
+    /// The lifecycle has finished: the child ended, or was killed at the cut. What is left
+    /// of the grace period (the safety margin, after a kill at the deadline) bounds the
+    /// waits here, so that the exit still comes before the platform's SIGKILL.
     async fn exit_after(
         &self,
         report: &lameduck::Report,
+        grace_period: Duration,
         signals: &mut Signals,
         log: Option<PathBuf>,
     ) -> u8 {
+        let left = grace_period.saturating_sub(Duration::from_millis(report.duration_ms));
         // A child killed at the cut dies at once; its status is worth a short wait.
         if self.ended().is_none() {
             let wait_for_end = async {
@@ -407,7 +418,8 @@ impl Supervised {
                     }
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_millis(500), wait_for_end).await;
+            let settle = (left / 4).min(KILLED_CHILD_WAIT);
+            let _ = tokio::time::timeout(settle, wait_for_end).await;
         }
         let status = if self.killed.load(Ordering::SeqCst) {
             EXIT_KILLED
@@ -416,7 +428,11 @@ impl Supervised {
         };
         eprintln!("lameduck run: exiting {status}");
         self.end_group_leftovers();
-        report::write(log, report::with_child(report, self.fate(), status));
+        report::write(
+            log,
+            report::with_child(report, self.fate(), status),
+            (left / 4).min(report::WRITE_WAIT),
+        );
         status
     }
 

@@ -14,8 +14,8 @@ use super::reaper::Ended;
 /// Kubernetes shows at most this many bytes of the termination message.
 const MAX_BYTES: usize = lameduck::MAX_REPORT_BYTES;
 
-/// How long the exit waits for the termination log to be written.
-const WRITE_WAIT: Duration = Duration::from_secs(1);
+/// How long the exit waits, at most, for the termination log to be written.
+pub(crate) const WRITE_WAIT: Duration = Duration::from_secs(1);
 
 /// What became of the child.
 #[derive(Debug, Clone, Copy)]
@@ -85,8 +85,8 @@ pub(crate) fn early(reason: &str, state: &str, fate: ChildFate, exit_code: u8) -
 }
 
 /// Write `text` to `path`, replacing it, on a thread of its own: a path that blocks (a
-/// FIFO nobody reads, a hung file system) costs at most [`WRITE_WAIT`].
-pub(crate) fn write(path: Option<PathBuf>, text: String) {
+/// FIFO nobody reads, a hung file system) costs at most `within`.
+pub(crate) fn write(path: Option<PathBuf>, text: String, within: Duration) {
     let Some(path) = path else { return };
     let (done, wait) = mpsc::channel();
     let spawned = std::thread::Builder::new()
@@ -98,7 +98,7 @@ pub(crate) fn write(path: Option<PathBuf>, text: String) {
         eprintln!("lameduck run: cannot start the termination-log writer");
         return;
     }
-    match wait.recv_timeout(WRITE_WAIT) {
+    match wait.recv_timeout(within) {
         Ok(Ok(())) => {}
         Ok(Err((path, error))) => {
             eprintln!(
@@ -187,7 +187,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("report.json");
         std::fs::write(&path, "old and longer than the new one").unwrap();
-        write(Some(path.clone()), "{}".into());
+        write(Some(path.clone()), "{}".into(), WRITE_WAIT);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
