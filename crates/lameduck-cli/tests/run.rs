@@ -8,6 +8,8 @@
 //! miss (a delay cannot end early).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,10 +17,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::{Server, dead_port, eventually, respond, temp_dir};
 
 /// A generous bound for anything that should be quick, so a loaded machine does not flake.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -29,55 +33,6 @@ const ADMIN_LINE: &str = "lameduck run: admin endpoints on http://";
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A fresh, empty directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lameduck-run-test-{}-{}-{name}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-/// Polls `condition` every 20 ms until it holds or `limit` passes; returns whether it held.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A port on 127.0.0.1 where nothing listens (bound, then released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// `GET path` on 127.0.0.1:port with a fresh connection; the status code, or `None` when
 /// the connection or the answer failed.
@@ -359,6 +314,48 @@ impl Supervisor {
         Json::parse(text.trim())
             .unwrap_or_else(|err| panic!("the report is not one JSON object ({err}): {text}"))
     }
+
+    /// The admin port, once the child has set its traps: a signal sent earlier could find
+    /// the child without them.
+    fn until_started(&mut self) -> u16 {
+        let port = self.admin_port();
+        self.wait_for_file("started");
+        port
+    }
+
+    /// [`Self::until_started`], then until `/readyz` answers 200, so that a shutdown
+    /// has a readiness to drop.
+    fn until_ready(&mut self) -> u16 {
+        let port = self.until_started();
+        self.wait_for_readyz(200);
+        port
+    }
+
+    /// Waits up to `limit` for the exit and asserts its `code`.
+    fn exits_with(&mut self, limit: Duration, code: i32) {
+        let status = self.wait(limit);
+        assert_exit(self, status, code);
+    }
+
+    /// Sends `signal` and expects the exit `code` within [`PATIENCE`].
+    fn stop(&mut self, signal: &str, code: i32) {
+        send_signal(self.pid(), signal);
+        self.exits_with(PATIENCE, code);
+    }
+
+    /// Asserts the report's `reason` and, with [`assert_child`], its `child`; returns it.
+    fn assert_report(
+        &self,
+        reason: &str,
+        exit_code: Option<i64>,
+        signal: Option<&str>,
+        killed: bool,
+    ) -> Json {
+        let report = self.report();
+        assert_eq!(report.at("reason"), &Json::str(reason), "{report:?}");
+        assert_child(&report, exit_code, signal, killed);
+        report
+    }
 }
 
 impl Drop for Supervisor {
@@ -490,50 +487,24 @@ impl JsonParser {
             Some('f') => self.literal("false", Json::Bool(false)),
             Some('"') => self.string().map(Json::Str),
             Some('[') => {
-                self.at += 1;
                 let mut items = Vec::new();
-                self.skip_ws();
-                if self.peek() == Some(']') {
-                    self.at += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.skip_ws();
-                    match self.peek() {
-                        Some(',') => self.at += 1,
-                        Some(']') => {
-                            self.at += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("bad array at {}", self.at)),
-                    }
-                }
+                self.items(']', "array", |parser| {
+                    items.push(parser.value()?);
+                    Ok(())
+                })?;
+                Ok(Json::Arr(items))
             }
             Some('{') => {
-                self.at += 1;
                 let mut map = BTreeMap::new();
-                self.skip_ws();
-                if self.peek() == Some('}') {
-                    self.at += 1;
-                    return Ok(Json::Obj(map));
-                }
-                loop {
-                    self.skip_ws();
-                    let key = self.string()?;
-                    self.expect(':')?;
-                    let value = self.value()?;
+                self.items('}', "object", |parser| {
+                    parser.skip_ws();
+                    let key = parser.string()?;
+                    parser.expect(':')?;
+                    let value = parser.value()?;
                     map.insert(key, value);
-                    self.skip_ws();
-                    match self.peek() {
-                        Some(',') => self.at += 1,
-                        Some('}') => {
-                            self.at += 1;
-                            return Ok(Json::Obj(map));
-                        }
-                        _ => return Err(format!("bad object at {}", self.at)),
-                    }
-                }
+                    Ok(())
+                })?;
+                Ok(Json::Obj(map))
             }
             Some(c) if c == '-' || c.is_ascii_digit() => {
                 let start = self.at;
@@ -550,6 +521,34 @@ impl JsonParser {
                     .map_err(|_| format!("bad number {text:?}"))
             }
             _ => Err(format!("unexpected character at {}", self.at)),
+        }
+    }
+
+    /// From an opening bracket to its `close`: the comma-separated items of an array or
+    /// object (`what`, for the error), each parsed by `item`.
+    fn items(
+        &mut self,
+        close: char,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.at += 1;
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => self.at += 1,
+                Some(c) if c == close => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(format!("bad {what} at {}", self.at)),
+            }
         }
     }
 
@@ -644,6 +643,20 @@ fn looping_child(traps: &str) -> String {
     format!("echo $$ > child.pid\n{traps}\n: > started\nwhile :; do sleep 0.1; done")
 }
 
+/// No lame-duck delay, for tests about something other than the delay.
+const NO_DELAY: &[(&str, &str)] = &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")];
+
+/// A lame duck far longer than [`PATIENCE`]: a shutdown that ends in time took a shortcut.
+const LONG_LAME_DUCK: &[(&str, &str)] = &[
+    ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
+    ("LAMEDUCK_GRACE_PERIOD", "60s"),
+];
+
+/// The pid a script wrote to `path` (`echo $$ > child.pid`).
+fn read_pid(path: &Path) -> u32 {
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Exit status passthrough
 // ---------------------------------------------------------------------------------------
@@ -653,37 +666,19 @@ fn the_childs_exit_code_is_passed_through_at_once() {
     let dir = temp_dir("exit-code");
     let started = Instant::now();
     // A long lame-duck delay: a child that exits on its own must not wait for it.
-    let mut supervisor = Supervisor::start(
-        &dir,
-        &[
-            ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
-            ("LAMEDUCK_GRACE_PERIOD", "60s"),
-        ],
-        &[],
-        "echo $$ > child.pid; exit 3",
-    );
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 3);
+    let mut supervisor =
+        Supervisor::start(&dir, LONG_LAME_DUCK, &[], "echo $$ > child.pid; exit 3");
+    supervisor.exits_with(PATIENCE, 3);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "a child exiting on its own must end the supervisor at once, took {:?}",
         started.elapsed()
     );
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("child-exited"),
-        "{report:?}"
-    );
-    assert_child(&report, Some(3), None, false);
-    let pid: f64 = fs::read_to_string(dir.join("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let report = supervisor.assert_report("child-exited", Some(3), None, false);
+    let pid = read_pid(&dir.join("child.pid"));
     assert_eq!(
         report.at("child.pid"),
-        &Json::Num(pid),
+        &Json::Num(f64::from(pid)),
         "child.pid is the child's"
     );
 }
@@ -698,16 +693,9 @@ fn a_child_killed_by_a_signal_gives_128_plus_n() {
             &[],
             &format!("echo $$ > child.pid; kill -{signal} $$; sleep 5"),
         );
-        let status = supervisor.wait(PATIENCE);
-        assert_exit(&supervisor, status, 128 + number);
-        let report = supervisor.report();
-        assert_eq!(
-            report.at("reason"),
-            &Json::str("child-exited"),
-            "{report:?}"
-        );
+        supervisor.exits_with(PATIENCE, 128 + number);
         // Killed by itself, not by the supervisor.
-        assert_child(&report, None, Some(&format!("SIG{signal}")), false);
+        supervisor.assert_report("child-exited", None, Some(&format!("SIG{signal}")), false);
     }
 }
 
@@ -718,7 +706,7 @@ fn a_child_killed_by_a_signal_gives_128_plus_n() {
 #[test]
 fn sigterm_drops_readiness_keeps_the_child_for_the_delay_then_stops_it() {
     let dir = temp_dir("sigterm-flow");
-    let port = free_port();
+    let port = dead_port();
     // python serves GET /; on SIGTERM the shell writes the marker, stops python, exits 0.
     let script = format!(
         "echo $$ > child.pid\n\
@@ -739,9 +727,7 @@ fn sigterm_drops_readiness_keeps_the_child_for_the_delay_then_stops_it() {
         &["--ready", &ready],
         &script,
     );
-    let admin = supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    supervisor.wait_for_readyz(200);
+    let admin = supervisor.until_ready();
     assert_eq!(get(admin, "/livez"), Some(200));
     assert_eq!(get(port, "/"), Some(200), "the child serves");
 
@@ -771,21 +757,14 @@ fn sigterm_drops_readiness_keeps_the_child_for_the_delay_then_stops_it() {
         );
     }
 
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.exits_with(PATIENCE, 0);
     assert!(
         signalled.elapsed() >= Duration::from_millis(950),
         "the child was stopped before the 1 s lame-duck delay was over ({:?})",
         signalled.elapsed()
     );
     assert!(exists(&dir.join("marker")), "the child never got SIGTERM");
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("signal:SIGTERM"),
-        "{report:?}"
-    );
-    assert_child(&report, Some(0), None, false);
+    supervisor.assert_report("signal:SIGTERM", Some(0), None, false);
 }
 
 #[test]
@@ -793,23 +772,14 @@ fn sigint_triggers_shutdown_too() {
     let dir = temp_dir("sigint");
     let mut supervisor = Supervisor::start(
         &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
+        NO_DELAY,
         &[],
         &looping_child("trap 'touch marker; exit 0' TERM"),
     );
-    supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    send_signal(supervisor.pid(), "INT");
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.until_started();
+    supervisor.stop("INT", 0);
     assert!(exists(&dir.join("marker")), "the child never got SIGTERM");
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("signal:SIGINT"),
-        "{report:?}"
-    );
-    assert_child(&report, Some(0), None, false);
+    supervisor.assert_report("signal:SIGINT", Some(0), None, false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -830,22 +800,13 @@ fn stop_signal_sigquit_is_sent_instead_of_sigterm() {
             &["--stop-signal", spelling],
             &looping_child("trap 'touch quit-marker; exit 0' QUIT\ntrap '' TERM"),
         );
-        supervisor.admin_port();
-        supervisor.wait_for_file("started");
-        send_signal(supervisor.pid(), "TERM");
-        let status = supervisor.wait(PATIENCE);
-        assert_exit(&supervisor, status, 0);
+        supervisor.until_started();
+        supervisor.stop("TERM", 0);
         assert!(
             exists(&dir.join("quit-marker")),
             "--stop-signal {spelling}: the child never got SIGQUIT"
         );
-        let report = supervisor.report();
-        assert_eq!(
-            report.at("reason"),
-            &Json::str("signal:SIGTERM"),
-            "{report:?}"
-        );
-        assert_child(&report, Some(0), None, false);
+        supervisor.assert_report("signal:SIGTERM", Some(0), None, false);
     }
 }
 
@@ -867,20 +828,13 @@ fn a_child_ignoring_its_stop_signal_is_killed_with_its_process_group_before_the_
         // The ignored TERM is inherited by the grandchild: only SIGKILL ends either.
         &looping_child("trap '' TERM\nsleep 1000 &\necho $! > grandchild.pid"),
     );
-    supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    let grandchild: u32 = fs::read_to_string(dir.join("grandchild.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    supervisor.until_started();
+    let grandchild = read_pid(&dir.join("grandchild.pid"));
     assert!(!is_gone(grandchild), "the grandchild should be running");
 
     let signalled = Instant::now();
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
+    supervisor.stop("TERM", 137);
     let took = signalled.elapsed();
-    assert_exit(&supervisor, status, 137);
     // Deadline: 3 s - 0.3 s. Generous slack above, and the child gets until the deadline.
     assert!(
         took < Duration::from_secs(3) + Duration::from_secs(5),
@@ -890,13 +844,7 @@ fn a_child_ignoring_its_stop_signal_is_killed_with_its_process_group_before_the_
         took >= Duration::from_secs(2),
         "the child was killed before the deadline (2.7 s): {took:?}"
     );
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("signal:SIGTERM"),
-        "{report:?}"
-    );
-    assert_child(&report, None, Some("SIGKILL"), true);
+    supervisor.assert_report("signal:SIGTERM", None, Some("SIGKILL"), true);
     assert!(
         eventually(Duration::from_secs(5), || is_gone(grandchild)),
         "the grandchild {grandchild} in the child's process group survived the SIGKILL"
@@ -922,16 +870,11 @@ fn a_second_signal_sends_the_stop_signal_at_once(signal: &str) {
     let dir = temp_dir("second-signal");
     let mut supervisor = Supervisor::start(
         &dir,
-        &[
-            ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
-            ("LAMEDUCK_GRACE_PERIOD", "60s"),
-        ],
+        LONG_LAME_DUCK,
         &[],
         &looping_child("trap 'touch marker; exit 0' TERM"),
     );
-    supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    supervisor.wait_for_readyz(200);
+    supervisor.until_ready();
 
     let signalled = Instant::now();
     send_signal(supervisor.pid(), signal);
@@ -944,22 +887,14 @@ fn a_second_signal_sends_the_stop_signal_at_once(signal: &str) {
         supervisor.running(),
         "the supervisor must wait out the delay"
     );
-    send_signal(supervisor.pid(), signal);
-    let status = supervisor.wait(PATIENCE);
+    supervisor.stop(signal, 0);
     let took = signalled.elapsed();
-    assert_exit(&supervisor, status, 0);
     assert!(
         took < Duration::from_secs(15),
         "the second SIG{signal} did not cut the 30 s delay short: {took:?}"
     );
     assert!(exists(&dir.join("marker")), "the child never got SIGTERM");
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str(&format!("signal:SIG{signal}")),
-        "{report:?}"
-    );
-    assert_child(&report, Some(0), None, false);
+    supervisor.assert_report(&format!("signal:SIG{signal}"), Some(0), None, false);
 }
 
 #[test]
@@ -968,29 +903,17 @@ fn a_child_exiting_during_the_lame_duck_keeps_its_status() {
     // The child exits 7 on its own once the test creates `stop`, during the 30 s delay.
     let mut supervisor = Supervisor::start(
         &dir,
-        &[
-            ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
-            ("LAMEDUCK_GRACE_PERIOD", "60s"),
-        ],
+        LONG_LAME_DUCK,
         &[],
         "echo $$ > child.pid\n: > started\nwhile [ ! -e stop ]; do sleep 0.05; done\nexit 7",
     );
-    supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    supervisor.wait_for_readyz(200);
+    supervisor.until_ready();
     send_signal(supervisor.pid(), "TERM");
     supervisor.wait_for_readyz(503);
     fs::write(dir.join("stop"), "").unwrap();
     // The bound exceeds the delay: only the status is asserted, not when it comes.
-    let status = supervisor.wait(Duration::from_secs(45));
-    assert_exit(&supervisor, status, 7);
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("signal:SIGTERM"),
-        "{report:?}"
-    );
-    assert_child(&report, Some(7), None, false);
+    supervisor.exits_with(Duration::from_secs(45), 7);
+    supervisor.assert_report("signal:SIGTERM", Some(7), None, false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1009,9 +932,7 @@ fn the_shutdown_endpoint_triggers_shutdown_like_sigterm() {
         &[],
         &looping_child("trap 'touch marker; exit 0' TERM"),
     );
-    let admin = supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    supervisor.wait_for_readyz(200);
+    let admin = supervisor.until_ready();
 
     let requested = Instant::now();
     let (tx, rx) = mpsc::channel();
@@ -1026,12 +947,9 @@ fn the_shutdown_endpoint_triggers_shutdown_like_sigterm() {
         answered_after >= Duration::from_millis(950),
         "/shutdown answered before the 1 s lame-duck delay was over ({answered_after:?})"
     );
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.exits_with(PATIENCE, 0);
     assert!(exists(&dir.join("marker")), "the child never got SIGTERM");
-    let report = supervisor.report();
-    assert_eq!(report.at("reason"), &Json::str("prestop"), "{report:?}");
-    assert_child(&report, Some(0), None, false);
+    supervisor.assert_report("prestop", Some(0), None, false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1047,15 +965,8 @@ fn hup_usr1_usr2_quit_and_winch_are_forwarded_to_the_child() {
                  trap 'echo QUIT >> got' QUIT\n\
                  trap 'echo WINCH >> got' WINCH\n\
                  trap 'exit 0' TERM";
-    let mut supervisor = Supervisor::start(
-        &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
-        &[],
-        &looping_child(traps),
-    );
-    supervisor.admin_port();
-    supervisor.wait_for_file("started");
-    supervisor.wait_for_readyz(200);
+    let mut supervisor = Supervisor::start(&dir, NO_DELAY, &[], &looping_child(traps));
+    supervisor.until_ready();
 
     let got = dir.join("got");
     for signal in ["USR1", "HUP", "USR2", "QUIT", "WINCH"] {
@@ -1082,9 +993,7 @@ fn hup_usr1_usr2_quit_and_winch_are_forwarded_to_the_child() {
     // None of them started a shutdown.
     assert_eq!(get(supervisor.admin_port(), "/readyz"), Some(200));
 
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.stop("TERM", 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1096,7 +1005,7 @@ fn output_passes_through_unbuffered_while_the_child_runs() {
     let dir = temp_dir("output");
     let mut supervisor = Supervisor::start(
         &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
+        NO_DELAY,
         &[],
         "echo $$ > child.pid\necho first-line\necho err-line >&2\nexec sleep 30",
     );
@@ -1117,17 +1026,9 @@ fn output_passes_through_unbuffered_while_the_child_runs() {
         supervisor.stderr()
     );
     supervisor.admin_port();
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
     // `sleep` dies of the SIGTERM: the child's status, 128 + 15.
-    assert_exit(&supervisor, status, 143);
-    let report = supervisor.report();
-    assert_eq!(
-        report.at("reason"),
-        &Json::str("signal:SIGTERM"),
-        "{report:?}"
-    );
-    assert_child(&report, None, Some("SIGTERM"), false);
+    supervisor.stop("TERM", 143);
+    supervisor.assert_report("signal:SIGTERM", None, Some("SIGTERM"), false);
 }
 
 #[test]
@@ -1147,8 +1048,7 @@ fn stdin_and_the_environment_reach_the_child() {
         let mut stdin = supervisor.stdin.take().unwrap();
         stdin.write_all(b"hello-stdin\n").unwrap();
     }
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.exits_with(PATIENCE, 0);
     assert!(
         eventually(Duration::from_secs(5), || supervisor
             .stdout()
@@ -1162,56 +1062,68 @@ fn stdin_and_the_environment_reach_the_child() {
 // --ready
 // ---------------------------------------------------------------------------------------
 
+/// A supervisor gated by `--ready url`, its child started; returns it and the admin port.
+fn start_ready_gated(dir: &Path, url: &str) -> (Supervisor, u16) {
+    let mut supervisor = Supervisor::start(
+        dir,
+        NO_DELAY,
+        &["--ready", url],
+        &looping_child("trap 'exit 0' TERM"),
+    );
+    let admin = supervisor.until_started();
+    (supervisor, admin)
+}
+
+/// How a held request ended (see [`hold_unanswered`]).
+enum Held {
+    /// The test let go: the request may be answered.
+    Released,
+    /// The client closed the connection after waiting this long.
+    Abandoned(Duration),
+    /// Nobody let go within a minute; the request is dropped, not answered.
+    Forgotten,
+}
+
+/// Keeps a request on `stream` unanswered while `hang` is set, watching whether the client
+/// gives up on it (the read sees the close).
+fn hold_unanswered(stream: &mut TcpStream, hang: &AtomicBool) -> Held {
+    let received = Instant::now();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = [0u8; 64];
+    while hang.load(Ordering::SeqCst) {
+        match stream.read(&mut buf) {
+            Ok(0) => return Held::Abandoned(received.elapsed()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Held::Abandoned(received.elapsed()),
+        }
+        if received.elapsed() > Duration::from_secs(60) {
+            return Held::Forgotten;
+        }
+    }
+    Held::Released
+}
+
 #[test]
 fn ready_http_url_gates_readyz_with_kubelet_semantics() {
     let dir = temp_dir("ready-http");
-    // The readiness target: answers with `answer`, counting requests.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = listener.local_addr().unwrap();
+    // The readiness target answers what the test stored in `answer`.
     let answer = Arc::new(AtomicU16::new(500));
-    let requests = Arc::new(AtomicUsize::new(0));
-    {
+    let target = {
         let answer = Arc::clone(&answer);
-        let requests = Arc::clone(&requests);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let answer = Arc::clone(&answer);
-                let requests = Arc::clone(&requests);
-                thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" || line == "\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    let status = answer.load(Ordering::SeqCst);
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                });
-            }
-        });
-    }
-    let url = format!("http://{target}/healthy");
-    let mut supervisor = Supervisor::start(
-        &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
-        &["--ready", &url],
-        &looping_child("trap 'exit 0' TERM"),
-    );
-    let admin = supervisor.admin_port();
-    supervisor.wait_for_file("started");
+        Server::start(move |_, stream| {
+            respond(stream, answer.load(Ordering::SeqCst), &[], b"");
+        })
+    };
+    let requests = || target.seen().len();
+    let (mut supervisor, admin) = start_ready_gated(&dir, &target.url("/healthy"));
     // Once the supervisor has asked (and been told 500), it is not ready.
     assert!(
-        eventually(PATIENCE, || requests.load(Ordering::SeqCst) >= 1),
+        eventually(PATIENCE, || requests() >= 1),
         "the supervisor never requested the --ready URL; stderr:\n{}",
         supervisor.stderr()
     );
@@ -1225,9 +1137,9 @@ fn ready_http_url_gates_readyz_with_kubelet_semantics() {
         Some(503),
         "/readyz while the target answers 500"
     );
-    let before = requests.load(Ordering::SeqCst);
+    let before = requests();
     assert!(
-        eventually(PATIENCE, || requests.load(Ordering::SeqCst) > before),
+        eventually(PATIENCE, || requests() > before),
         "the supervisor did not ask the --ready URL again after a 500"
     );
     assert_eq!(
@@ -1245,9 +1157,7 @@ fn ready_http_url_gates_readyz_with_kubelet_semantics() {
         "/startupz once the child is ready"
     );
 
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.stop("TERM", 0);
 }
 
 #[test]
@@ -1255,71 +1165,18 @@ fn ready_http_url_that_does_not_answer_within_1s_is_not_ready() {
     let dir = temp_dir("ready-hangs");
     // The target holds every request unanswered while `hang` is set, and records how long
     // the supervisor waited before it closed such a connection.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = listener.local_addr().unwrap();
-    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hang = Arc::new(AtomicBool::new(true));
     let abandoned: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    {
+    let target = {
         let hang = Arc::clone(&hang);
         let abandoned = Arc::clone(&abandoned);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let hang = Arc::clone(&hang);
-                let abandoned = Arc::clone(&abandoned);
-                thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" || line == "\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let received = Instant::now();
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-                    let mut buf = [0u8; 64];
-                    while hang.load(Ordering::SeqCst) {
-                        match stream.read(&mut buf) {
-                            Ok(0) => {
-                                abandoned.lock().unwrap().push(received.elapsed());
-                                return;
-                            }
-                            Ok(_) => {}
-                            Err(err)
-                                if matches!(
-                                    err.kind(),
-                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                                ) => {}
-                            Err(_) => {
-                                abandoned.lock().unwrap().push(received.elapsed());
-                                return;
-                            }
-                        }
-                        if received.elapsed() > Duration::from_secs(60) {
-                            return;
-                        }
-                    }
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                });
-            }
-        });
-    }
-    let url = format!("http://{target}/");
-    let mut supervisor = Supervisor::start(
-        &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
-        &["--ready", &url],
-        &looping_child("trap 'exit 0' TERM"),
-    );
-    let admin = supervisor.admin_port();
-    supervisor.wait_for_file("started");
+        Server::start(move |_, stream| match hold_unanswered(stream, &hang) {
+            Held::Released => respond(stream, 200, &[], b""),
+            Held::Abandoned(after) => abandoned.lock().unwrap().push(after),
+            Held::Forgotten => {}
+        })
+    };
+    let (mut supervisor, admin) = start_ready_gated(&dir, &target.url("/"));
     assert!(
         eventually(PATIENCE, || !abandoned.lock().unwrap().is_empty()),
         "the supervisor never gave up on an unanswered readiness request (1 s timeout); \
@@ -1340,24 +1197,15 @@ fn ready_http_url_that_does_not_answer_within_1s_is_not_ready() {
     hang.store(false, Ordering::SeqCst);
     supervisor.wait_for_readyz(200);
 
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.stop("TERM", 0);
 }
 
 #[test]
 fn ready_tcp_url_is_ready_once_a_connection_succeeds() {
     let dir = temp_dir("ready-tcp");
-    let port = free_port();
+    let port = dead_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let mut supervisor = Supervisor::start(
-        &dir,
-        &[("LAMEDUCK_SHUTDOWN_DELAY", "0s")],
-        &["--ready", &url],
-        &looping_child("trap 'exit 0' TERM"),
-    );
-    let admin = supervisor.admin_port();
-    supervisor.wait_for_file("started");
+    let (mut supervisor, admin) = start_ready_gated(&dir, &url);
     assert_eq!(get(admin, "/livez"), Some(200));
     assert_eq!(
         get(admin, "/readyz"),
@@ -1368,9 +1216,7 @@ fn ready_tcp_url_is_ready_once_a_connection_succeeds() {
     let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     supervisor.wait_for_readyz(200);
 
-    send_signal(supervisor.pid(), "TERM");
-    let status = supervisor.wait(PATIENCE);
-    assert_exit(&supervisor, status, 0);
+    supervisor.stop("TERM", 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1420,24 +1266,32 @@ exit 5"#
         .to_owned()
 }
 
-#[test]
-fn orphans_are_reaped_by_the_supervisor_as_a_subreaper() {
-    for (script, code) in [
+/// The orphan scripts and the exit code each must end the supervisor with.
+fn orphan_cases() -> [(String, i32); 3] {
+    [
         (orphan_script(0), 0),
         (orphan_script(5), 5),
         (racing_orphans_script(), 5),
-    ] {
+    ]
+}
+
+/// The orphan scripts wait up to ~20 s for their orphans and zombies, hence the bound.
+fn assert_orphan_case_exits(supervisor: &mut Supervisor, code: i32) {
+    supervisor.exits_with(Duration::from_secs(40), code);
+}
+
+/// The child's own exit `code`, whatever its orphans did.
+fn assert_child_exited(supervisor: &Supervisor, code: i32) {
+    supervisor.assert_report("child-exited", Some(i64::from(code)), None, false);
+}
+
+#[test]
+fn orphans_are_reaped_by_the_supervisor_as_a_subreaper() {
+    for (script, code) in orphan_cases() {
         let dir = temp_dir("subreaper");
         let mut supervisor = Supervisor::start(&dir, &[], &[], &script);
-        let status = supervisor.wait(Duration::from_secs(40));
-        assert_exit(&supervisor, status, code);
-        let report = supervisor.report();
-        assert_eq!(
-            report.at("reason"),
-            &Json::str("child-exited"),
-            "{report:?}"
-        );
-        assert_child(&report, Some(i64::from(code)), None, false);
+        assert_orphan_case_exits(&mut supervisor, code);
+        assert_child_exited(&supervisor, code);
         if code == 0 {
             assert!(
                 supervisor.stdout().contains("zombies=0"),
@@ -1477,11 +1331,7 @@ fn orphans_are_reaped_by_the_supervisor_as_pid_1() {
         );
         return;
     }
-    for (script, code) in [
-        (orphan_script(0), 0),
-        (orphan_script(5), 5),
-        (racing_orphans_script(), 5),
-    ] {
+    for (script, code) in orphan_cases() {
         let dir = temp_dir("pid1");
         let mut command = Command::new("unshare");
         supervisor_env(&mut command, &dir);
@@ -1491,8 +1341,7 @@ fn orphans_are_reaped_by_the_supervisor_as_pid_1() {
             .arg("run")
             .args(sh_args(&dir, &script));
         let mut supervisor = Supervisor::spawn_in(&mut command, Some(&dir));
-        let status = supervisor.wait(Duration::from_secs(40));
-        assert_exit(&supervisor, status, code);
+        assert_orphan_case_exits(&mut supervisor, code);
         if code == 0 {
             let stdout = supervisor.stdout();
             assert!(
@@ -1500,13 +1349,7 @@ fn orphans_are_reaped_by_the_supervisor_as_pid_1() {
                 "lameduck is PID 1 and left no zombie; stdout: {stdout}"
             );
         }
-        let report = supervisor.report();
-        assert_eq!(
-            report.at("reason"),
-            &Json::str("child-exited"),
-            "{report:?}"
-        );
-        assert_child(&report, Some(i64::from(code)), None, false);
+        assert_child_exited(&supervisor, code);
     }
 }
 
@@ -1518,22 +1361,20 @@ fn orphans_are_reaped_by_the_supervisor_as_pid_1() {
 fn usage_errors_exit_2_without_running_anything() {
     let dir = temp_dir("usage");
     let marker = dir.join("marker");
-    let touch = ["--", "sh", "-c", "touch \"$1\"", "sh"];
+    // `flags`, then a command that would create the marker if it ran.
+    let touching_marker = |flags: &[&str]| -> Vec<String> {
+        flags
+            .iter()
+            .chain(&["--", "sh", "-c", "touch \"$1\"", "sh"])
+            .map(|arg| (*arg).to_owned())
+            .chain([marker.to_string_lossy().into_owned()])
+            .collect()
+    };
     let cases: Vec<Vec<String>> = vec![
         vec![],
         vec!["--".into()],
-        [&["--stop-signal", "NOPE"][..], &touch[..]]
-            .concat()
-            .into_iter()
-            .map(str::to_owned)
-            .chain([marker.to_string_lossy().into_owned()])
-            .collect(),
-        [&["--ready", "ftp://x"][..], &touch[..]]
-            .concat()
-            .into_iter()
-            .map(str::to_owned)
-            .chain([marker.to_string_lossy().into_owned()])
-            .collect(),
+        touching_marker(&["--stop-signal", "NOPE"]),
+        touching_marker(&["--ready", "ftp://x"]),
     ];
     for args in cases {
         let mut command = base_command(&dir);
