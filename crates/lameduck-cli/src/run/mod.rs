@@ -41,6 +41,10 @@ const EXIT_NOT_FOUND: u8 = 127;
 /// Exit status when the supervisor had to SIGKILL the child: 128 + SIGKILL.
 const EXIT_KILLED: u8 = 137;
 
+/// The `LAMEDUCK_*` variables of the command's other subcommands, which may be set in the
+/// same environment.
+const COMMAND_VARIABLES: [&str; 2] = ["LAMEDUCK_PRESTOP_LOG", "LAMEDUCK_STATE_DIR"];
+
 /// How long the exit waits, at most, for the status of a child just killed.
 const KILLED_CHILD_WAIT: Duration = Duration::from_millis(500);
 
@@ -104,6 +108,16 @@ async fn supervise(plan: Plan) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    // The SDK logs these through `tracing`, which the command does not print. The
+    // command's own variables are not typos.
+    for warning in lifecycle.config().warnings() {
+        if let lameduck::ConfigWarning::UnknownVariable(name) = warning
+            && COMMAND_VARIABLES.contains(&name.as_str())
+        {
+            continue;
+        }
+        eprintln!("lameduck run: warning: {warning}");
+    }
     let admin = match Admin::from_env(&lifecycle) {
         Ok(admin) => admin,
         Err(error) => {
