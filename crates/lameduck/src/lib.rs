@@ -72,7 +72,9 @@ pub use health::{
 pub use hold::Hold;
 pub use hooks::{Hook, HookOutcome, HookReport, HookResult, Phase};
 pub use lifecycle::{Lifecycle, Trigger};
-pub use report::{EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, Report, StateTiming};
+pub use report::{
+    EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, Report, StateTiming, write_termination_message,
+};
 pub use signal::Signal;
 pub use state::{Reason, State};
 pub use tasks::TaskFailure;

@@ -232,12 +232,6 @@ impl Report {
             );
         }
     }
-
-    /// Write [`to_json`](Self::to_json) to `path`, replacing what was there. Neither the
-    /// open nor the write waits for a reader (a FIFO nobody reads is an error at once).
-    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
-        write_message(path, self.to_json().as_bytes())
-    }
 }
 
 /// `main` can return the report itself: the process exits with its
@@ -316,8 +310,32 @@ pub(crate) fn spawn_write(
     Ok(())
 }
 
-/// Write the termination message, waiting at most `within` (blocking this thread): for the
-/// watchdog, whose exit must not depend on the file it writes.
+/// Write a termination message to `path`, replacing what was there, and wait at most
+/// `within` for it: what the lifecycle does with its report, for a program that writes a
+/// message of its own (the `lameduck run` supervisor adds its child to the report). The
+/// open and the writes never wait for a reader (a FIFO nobody reads is an error at once),
+/// and they run on a thread of their own, so a path that blocks anyway (a hung network
+/// file system) costs at most `within`: the exit it precedes is never held up. Keep the
+/// message under [`MAX_REPORT_BYTES`], which is all Kubernetes shows.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let path = std::env::temp_dir().join(format!("termination-log-{}", std::process::id()));
+/// let message = r#"{"reason":"signal:SIGTERM","clean":true}"#;
+/// lameduck::write_termination_message(&path, message, std::time::Duration::from_secs(1))?;
+/// assert_eq!(std::fs::read_to_string(&path)?, message);
+/// # std::fs::remove_file(&path)
+/// # }
+/// ```
+pub fn write_termination_message(
+    path: &Path,
+    message: &str,
+    within: Duration,
+) -> std::io::Result<()> {
+    write_within(path, message.as_bytes().to_vec(), within)
+}
+
+/// [`write_termination_message`] for bytes the caller already owns.
 pub(crate) fn write_within(path: &Path, bytes: Vec<u8>, within: Duration) -> std::io::Result<()> {
     let (done, outcome) = std::sync::mpsc::channel();
     spawn_write(path, bytes, move |result| {
@@ -497,11 +515,11 @@ mod tests {
     }
 
     #[test]
-    fn write_to_replaces_the_file() {
+    fn writing_a_message_replaces_the_file() {
         let path = std::env::temp_dir().join(format!("lameduck-report-{}", std::process::id()));
         std::fs::write(&path, "x".repeat(10_000)).unwrap();
         let r = report(1);
-        r.write_to(&path).unwrap();
+        write_termination_message(&path, &r.to_json(), Duration::from_secs(5)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), r.to_json());
         std::fs::remove_file(&path).ok();
     }

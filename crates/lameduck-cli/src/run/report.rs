@@ -1,10 +1,7 @@
 //! The supervisor's report: the SDK's JSON with the child's fate added, written to the
 //! termination log without ever blocking the exit.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -84,40 +81,16 @@ pub(crate) fn early(reason: &str, state: &str, fate: ChildFate, exit_code: u8) -
     )
 }
 
-/// Write `text` to `path`, replacing it, on a thread of its own: a path that blocks (a
-/// FIFO nobody reads, a hung file system) costs at most `within`.
+/// Write `text` to the termination log, if there is one, waiting at most `within` (the
+/// SDK's writer: never blocked by a reader, never holding up the exit).
 pub(crate) fn write(path: Option<PathBuf>, text: String, within: Duration) {
     let Some(path) = path else { return };
-    let (done, wait) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("termination-log".into())
-        .spawn(move || {
-            let _ = done.send(write_now(&path, text.as_bytes()).map_err(|e| (path, e)));
-        });
-    if spawned.is_err() {
-        eprintln!("lameduck run: cannot start the termination-log writer");
-        return;
+    if let Err(error) = lameduck::write_termination_message(&path, &text, within) {
+        eprintln!(
+            "lameduck run: cannot write the report to {}: {error}",
+            path.display()
+        );
     }
-    match wait.recv_timeout(within) {
-        Ok(Ok(())) => {}
-        Ok(Err((path, error))) => {
-            eprintln!(
-                "lameduck run: cannot write the report to {}: {error}",
-                path.display()
-            );
-        }
-        Err(_) => eprintln!("lameduck run: the termination log did not take the report in time"),
-    }
-}
-
-fn write_now(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    file.write_all(bytes)
 }
 
 #[cfg(test)]
