@@ -82,15 +82,12 @@ pub(crate) fn run(plan: Plan) -> u8 {
 /// deadline: the child has all the time the grace period leaves. The termination log's
 /// path, which the supervisor writes itself (the report has the child in it).
 fn configure() -> Result<(Lifecycle, Option<PathBuf>), lameduck::ConfigError> {
-    let settings = lameduck::Builder::from_env()?
+    let builder = lameduck::Builder::from_env()?
         .no_signals()
-        .exit_process(false)
-        .config()?;
+        .exit_process(false);
+    let settings = builder.clone().config()?;
     let termination_log = settings.termination_log().map(std::path::Path::to_path_buf);
-    let mut builder = lameduck::Builder::from_env()?
-        .no_signals()
-        .exit_process(false)
-        .no_termination_log();
+    let mut builder = builder.no_termination_log();
     if std::env::var_os(lameduck::ENV_DRAIN_TIMEOUT).is_none() {
         let until_deadline = settings
             .deadline()
@@ -363,13 +360,13 @@ impl Supervised {
                  Stopping)",
                 self.stop_signal
             );
-        } else if !self.stop_sent.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "lameduck run: {signal} again: sending {} to the child now",
-                self.stop_signal
-            );
-            signal_child(self.pid, self.stop_signal);
         } else {
+            if !self.stop_sent.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "lameduck run: {signal} again: sending {} to the child now",
+                    self.stop_signal
+                );
+            }
             signal_child(self.pid, self.stop_signal);
         }
     }
