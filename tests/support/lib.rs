@@ -47,6 +47,8 @@ pub fn binary(name: &str) -> PathBuf {
             "axum-serve",
             "-p",
             "tls",
+            "-p",
+            "greeter",
         ]);
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
