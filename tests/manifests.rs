@@ -12,7 +12,11 @@ fn examples() -> PathBuf {
 }
 
 fn documents() -> Vec<Value> {
-    let text = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
+    documents_of("orders.yaml")
+}
+
+fn documents_of(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(examples().join("k8s").join(file)).unwrap();
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
         .collect()
@@ -179,10 +183,7 @@ fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
 }
 
 fn nginx_documents() -> Vec<Value> {
-    let text = std::fs::read_to_string(examples().join("k8s/nginx.yaml")).unwrap();
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .collect()
+    documents_of("nginx.yaml")
 }
 
 /// nginx under `lameduck run`: the init container installs the binary into the volume the
@@ -289,4 +290,81 @@ fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
     let dockerfile = std::fs::read_to_string(examples().join("k8s/Dockerfile")).unwrap();
     assert!(dockerfile.contains("AS lameduck"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/lameduck"]"#));
+}
+
+/// The greeter: native gRPC probes on the gRPC port, each asking the health service for
+/// the name lameduck-tonic answers as that probe's kind; preStop on the admin port; the
+/// timing fits the grace period.
+#[test]
+fn the_greeter_deployment_probes_the_health_service_it_serves() {
+    let docs = documents_of("greeter.yaml");
+    let deployment = kind(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // gRPC on PORT, the greeter's default; the admin endpoints on the SDK's default.
+    let grpc_port = named_port(container, "grpc");
+    assert_eq!(grpc_port, 50051, "the greeter's default port");
+    assert_eq!(
+        env_value(container, "PORT"),
+        Some(grpc_port.to_string().as_str())
+    );
+    assert_admin_on_the_default_address(container);
+
+    // A probe's gRPC port is a number, which must be the one served; the service name
+    // picks the check (absent means "", the whole server: readiness).
+    let grpc_probe = |probe: &str| -> Option<String> {
+        let grpc = &container[probe]["grpc"];
+        assert_eq!(grpc["port"].as_u64(), Some(grpc_port), "{probe} port");
+        assert!(container[probe]["httpGet"].is_null(), "{probe} is a gRPC probe");
+        grpc["service"].as_str().map(str::to_owned)
+    };
+    let readiness = grpc_probe("readinessProbe").unwrap_or_default();
+    assert!(
+        readiness.is_empty() || readiness == lameduck_tonic::READINESS_SERVICE,
+        "readiness asks for {readiness:?}"
+    );
+    assert_eq!(
+        grpc_probe("livenessProbe").as_deref(),
+        Some(lameduck_tonic::LIVENESS_SERVICE),
+        "liveness must not fail while draining"
+    );
+    assert_eq!(
+        grpc_probe("startupProbe").as_deref(),
+        Some(lameduck_tonic::STARTUP_SERVICE)
+    );
+    // Readiness fails on the first probe after the trigger, well within the delay.
+    let readiness_probe = &container["readinessProbe"];
+    assert_eq!(readiness_probe["failureThreshold"].as_u64(), Some(1));
+    let period = readiness_probe["periodSeconds"].as_u64().unwrap();
+
+    // preStop calls /shutdown on the admin port with the token the service is given.
+    let prestop = &container["lifecycle"]["preStop"]["httpGet"];
+    assert_eq!(prestop["path"].as_str(), Some("/shutdown"));
+    assert_eq!(prestop["port"].as_str(), Some("admin"));
+    let secret = kind(&docs, "Secret");
+    assert_eq!(
+        prestop["httpHeaders"][0]["value"].as_str(),
+        secret["stringData"]["shutdown-token"].as_str()
+    );
+
+    // Timing: the pod's grace period is the SDK's, the delay outlasts a readiness period
+    // (endpoints drop the pod while it still serves), and delay plus drain fit the deadline.
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let lookup = |name: &str| env_value(container, name).map(Into::into);
+    let config = lameduck::Builder::from_lookup(lookup)
+        .unwrap()
+        .config()
+        .unwrap();
+    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    assert!(config.shutdown_delay() > Duration::from_secs(period));
+    assert!(config.shutdown_delay() + config.drain_timeout() < config.deadline());
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_every_lameduck_variable_is_read(container);
+
+    let service = kind(&docs, "Service");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("grpc")
+    );
 }
