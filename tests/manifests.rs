@@ -168,7 +168,9 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
 #[test]
 fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
     let dockerfile = std::fs::read_to_string(examples().join("k8s/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("cargo build --release --locked -p orders -p lameduck-cli"));
+    assert!(
+        dockerfile.contains("cargo build --release --locked -p orders -p greeter -p lameduck-cli")
+    );
     assert!(dockerfile.contains("+crt-static"));
     assert!(dockerfile.contains("release/orders /orders"));
     assert!(dockerfile.contains("release/lameduck /lameduck"));
@@ -178,6 +180,13 @@ fn the_dockerfile_builds_the_binaries_it_copies_and_probes_with_the_helper() {
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/tini", "--", "/orders"]"#));
     // Exec health check via the helper, since the image has no shell or curl.
     assert!(dockerfile.contains(r#"["/lameduck", "probe", "http://127.0.0.1:9090/livez""#));
+    // The gRPC example: its own target, probed through the health service on its port.
+    assert!(dockerfile.contains("release/greeter /greeter"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/tini", "--", "/greeter"]"#));
+    assert!(dockerfile.contains(&format!(
+        r#"["/lameduck", "probe", "grpc://127.0.0.1:50051/{}""#,
+        lameduck_tonic::LIVENESS_SERVICE
+    )));
     let manifest = std::fs::read_to_string(examples().join("k8s/orders.yaml")).unwrap();
     assert!(manifest.contains(r#"command: ["/lameduck", "prestop""#));
 }
@@ -316,7 +325,10 @@ fn the_greeter_deployment_probes_the_health_service_it_serves() {
     let grpc_probe = |probe: &str| -> Option<String> {
         let grpc = &container[probe]["grpc"];
         assert_eq!(grpc["port"].as_u64(), Some(grpc_port), "{probe} port");
-        assert!(container[probe]["httpGet"].is_null(), "{probe} is a gRPC probe");
+        assert!(
+            container[probe]["httpGet"].is_null(),
+            "{probe} is a gRPC probe"
+        );
         grpc["service"].as_str().map(str::to_owned)
     };
     let readiness = grpc_probe("readinessProbe").unwrap_or_default();
