@@ -47,6 +47,19 @@ fn named_port(container: &Value, name: &str) -> u64 {
         .unwrap()
 }
 
+/// The SDK's configuration from the container's environment, checked to plan with the
+/// grace period the pod is given.
+fn config_with_the_pods_grace_period(pod: &Value, container: &Value) -> lameduck::Config {
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let lookup = |name: &str| env_value(container, name).map(Into::into);
+    let config = lameduck::Builder::from_lookup(lookup)
+        .unwrap()
+        .config()
+        .unwrap();
+    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    config
+}
+
 /// The admin port is the SDK's default, and `LAMEDUCK_ADMIN_ADDR` says so.
 fn assert_admin_on_the_default_address(container: &Value) {
     let admin_port = u64::from(lameduck_axum::DEFAULT_ADMIN_ADDR.port());
@@ -131,13 +144,7 @@ fn the_deployment_matches_the_service_and_the_sdk_defaults() {
 
     // Timing: the grace period the pod gets is the one the SDK plans with, and the
     // lame-duck delay plus the drain fit before its deadline.
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let lookup = |name: &str| env_value(container, name).map(Into::into);
-    let config = lameduck::Builder::from_lookup(lookup)
-        .unwrap()
-        .config()
-        .unwrap();
-    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    let config = config_with_the_pods_grace_period(pod, container);
     assert_eq!(config.grace_period(), lameduck::DEFAULT_GRACE_PERIOD);
     assert_eq!(config.drain_timeout(), lameduck::DEFAULT_DRAIN_TIMEOUT);
     assert_eq!(
@@ -272,13 +279,7 @@ fn the_nginx_deployment_runs_nginx_under_the_supervisor() {
 
     // Timing: the grace period the pod gets is the one the supervisor plans with, and the
     // lame duck leaves nginx most of it to drain.
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let lookup = |name: &str| env_value(container, name).map(Into::into);
-    let config = lameduck::Builder::from_lookup(lookup)
-        .unwrap()
-        .config()
-        .unwrap();
-    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    let config = config_with_the_pods_grace_period(pod, container);
     assert!(config.shutdown_delay() < config.deadline());
     assert!(
         config.deadline() - config.shutdown_delay() >= Duration::from_secs(10),
@@ -362,13 +363,7 @@ fn the_greeter_deployment_probes_the_health_service_it_serves() {
 
     // Timing: the pod's grace period is the SDK's, the delay outlasts a readiness period
     // (endpoints drop the pod while it still serves), and delay plus drain fit the deadline.
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let lookup = |name: &str| env_value(container, name).map(Into::into);
-    let config = lameduck::Builder::from_lookup(lookup)
-        .unwrap()
-        .config()
-        .unwrap();
-    assert_eq!(config.grace_period(), Duration::from_secs(grace));
+    let config = config_with_the_pods_grace_period(pod, container);
     assert!(config.shutdown_delay() > Duration::from_secs(period));
     assert!(config.shutdown_delay() + config.drain_timeout() < config.deadline());
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
