@@ -149,6 +149,7 @@ impl Serve {
     }
 
     async fn run(self) -> Result<Report, AdminError> {
+        disable_nagle(&self.listener);
         let router = self
             .routes
             .add_service(self.health.into_server())
@@ -167,11 +168,37 @@ impl Serve {
     }
 }
 
+/// gRPC writes a response as several small frames (headers, data, trailers); with Nagle's
+/// algorithm the last of them waits for the peer's delayed ACK: 40 ms a call once a
+/// message no longer fits one segment. tonic's own server disables it too. Set on the
+/// listener, the option is inherited by every connection it accepts.
+fn disable_nagle(listener: &TcpListener) {
+    if let Err(error) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::warn!(%error, "could not disable Nagle's algorithm; responses may be delayed");
+    }
+}
+
 impl IntoFuture for Serve {
     type Output = Result<Report, AdminError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_disabled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        disable_nagle(&listener);
+        let addr = listener.local_addr().expect("address");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(accepted.nodelay().expect("TCP_NODELAY"));
+        drop(client);
     }
 }
