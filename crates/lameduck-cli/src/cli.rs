@@ -18,7 +18,9 @@ Exit codes:
   run         the child's exit code (128+N if killed by signal N), 137 if it had to
               be killed at the deadline, 78 configuration error, 125 lameduck could
               not start, 126 cannot execute, 127 not found, 2 usage error
-  probe       0 success (HTTP 200-399), 1 failure, 2 usage error
+  probe       0 success (HTTP 200-399), 1 failure, 2 usage error; for grpc:// URLs
+              0 SERVING, 1 not SERVING, 3 unknown service, 4 cannot connect,
+              5 timeout, 6 other gRPC or protocol error, 2 usage error
   prestop     0 always, 2 usage error
   once        the command's exit code (128+N if killed by signal N), 0 if it already
               succeeded, 125 if lameduck could not run it (state directory, lock),
@@ -90,7 +92,7 @@ Examples:
       command: [/lameduck, wait-ready, --timeout, 5m, tcp://postgres:5432]";
 
 const PROBE_HELP: &str = "\
-Semantics (the kubelet's httpGet probe):
+Semantics for http:// URLs (the kubelet's httpGet probe):
   - a new connection, GET, `User-Agent: lameduck-probe/<version>` and `Accept: */*`
     unless given with --header (an empty value removes them), `Connection: close`
   - success is status 200-399; at most 10 KiB of the body is read
@@ -98,22 +100,53 @@ Semantics (the kubelet's httpGet probe):
     10 requests in all; a redirect to another host is not followed: its 3xx status
     counts as success, with a warning on stderr
   - --timeout covers everything: connect, request, redirects, body
-  - only http:// URLs; https:// is refused (no TLS in this binary)
+  - https:// is refused (no TLS in this binary)
+
+grpc://HOST:PORT[/SERVICE] (what grpc_health_probe and the kubelet's grpc probe do):
+  - one grpc.health.v1.Health/Check call with `service` = SERVICE (the path as written;
+    empty, meaning the whole server, without one), on a new plaintext HTTP/2 connection
+    (h2c with prior knowledge); success only when the answer is SERVING
+  - the port is required; grpcs:// is refused (no TLS in this binary)
+  - --timeout covers connecting and the call, and is sent as the gRPC deadline
+    (grpc-timeout: what is left of it when the call starts)
+  - --header becomes ASCII request metadata; `User-Agent: lameduck-probe/<version>` is
+    sent unless given (an empty value removes it); `Host` sets :authority; -bin
+    (binary), grpc-*, te, content-type, content-length and connection-specific headers
+    are refused (usage error)
 
 Exit codes:
-  0  success (a warning may be printed on stderr)
-  1  failure: status, timeout, refused connection, bad URL...; one line on stderr
-  2  usage error, including a port that is not a number from 1 to 65535
+  for http:// URLs:
+    0  success (a warning may be printed on stderr)
+    1  failure: status, timeout, refused connection, bad URL...; one line on stderr
+    2  usage error, including a port that is not a number from 1 to 65535
+  for grpc:// URLs (one line on stderr, except for 0):
+    0  SERVING
+    1  the health service answered, but not SERVING (NOT_SERVING, UNKNOWN,
+       SERVICE_UNKNOWN): the line names the status and the service
+    2  usage error: bad arguments, no port or a port that is not 1-65535, grpcs://,
+       credentials in the URL, a header that cannot be sent
+    3  unknown service: the server answered gRPC status NOT_FOUND
+    4  cannot connect: no such host, refused, reset or unreachable while connecting;
+       the line names the host or address
+    5  timeout: --timeout elapsed (or the server answered DEADLINE_EXCEEDED)
+    6  any other error: a gRPC status such as UNIMPLEMENTED (no health service there),
+       not an HTTP/2 server (an HTTP/1 port), a connection closed or reset after it was
+       made, a protocol error; the line names the code and message
 
 Examples:
   lameduck probe http://127.0.0.1:9090/healthz
   lameduck probe --timeout 250ms http://127.0.0.1:9090/readyz
   lameduck probe -H 'Authorization: Bearer t0k3n' -H 'Host: api.local' http://127.0.0.1:9090/livez
+  lameduck probe grpc://127.0.0.1:50051
+  lameduck probe --timeout 2s grpc://127.0.0.1:50051/helloworld.Greeter
 
   # Kubernetes exec probe in a distroless image:
   readinessProbe:
     exec:
-      command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:9090/readyz]";
+      command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:9090/readyz]
+  livenessProbe:
+    exec:
+      command: [/lameduck, probe, grpc://127.0.0.1:50051]";
 
 const PRESTOP_HELP: &str = "\
 With --url the GET is sent and its answer awaited (status and body are reported, not
@@ -225,7 +258,7 @@ pub(crate) enum Command {
     /// Supervise a program that cannot link the SDK: PID 1, probes, lame duck, deadline
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
-    /// GET a URL with the kubelet's HTTP probe semantics (for exec probes)
+    /// GET a URL as the kubelet's HTTP probe does, or check a grpc:// health service (exec probes)
     #[command(after_help = PROBE_HELP)]
     Probe(ProbeArgs),
     /// preStop hook: call the service's /shutdown endpoint and wait, and/or sleep
@@ -263,15 +296,16 @@ pub(crate) struct RunArgs {
 /// Arguments of `probe`.
 #[derive(Debug, Args)]
 pub(crate) struct ProbeArgs {
-    /// The http:// URL to GET
+    /// The http:// URL to GET, or grpc://HOST:PORT[/SERVICE] to check
+    // Checked in `main`, not by clap, whose message would repeat a URL's credentials.
     #[arg(value_name = "URL")]
     pub(crate) url: String,
 
-    /// Give up after this long, for everything (connect, request, redirects, body)
+    /// Give up after this long, for everything (connect, request, redirects, body; for grpc://, also the gRPC deadline)
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::parse_timeout)]
     pub(crate) timeout: Duration,
 
-    /// Request header 'Name: value'; repeatable
+    /// Request header 'Name: value' (gRPC metadata for grpc://); repeatable
     // Parsed in `main`, not by clap, whose error would repeat the argument as typed.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub(crate) headers: Vec<String>,

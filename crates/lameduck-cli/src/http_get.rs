@@ -345,8 +345,9 @@ fn last_value(headers: &[Header], name: &header::HeaderName) -> Option<HeaderVal
         .map(|h| h.value.clone())
 }
 
-/// Resolves and connects, trying each address in turn as Go's dialer does.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, GetError> {
+/// Resolves and connects, trying each address in turn as Go's dialer does (shared with
+/// `probe grpc://`).
+pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, GetError> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| GetError::Resolve {
@@ -370,7 +371,7 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, GetError> {
 }
 
 /// Aborts a spawned task when dropped.
-struct AbortOnDrop<T>(JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -380,7 +381,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// An error and its sources on one line: hyper's top-level messages ("client error") say
 /// little without them.
-fn chain(error: &dyn StdError) -> String {
+pub(crate) fn chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -3,7 +3,8 @@
 //!
 //! - `run -- CMD`: a supervisor for a program that cannot link the SDK: PID 1 duties,
 //!   the admin endpoints, the lame duck, the stop signal and the deadline ([`run`]);
-//! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]);
+//! - `probe URL`: the kubelet's HTTP probe as an exec probe ([`probe`]), or a gRPC health
+//!   check for `grpc://` URLs ([`grpc_probe`]);
 //! - `prestop`: the preStop hook, calling `/shutdown` and/or sleeping ([`prestop`]);
 //! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]);
 //! - `install DIR`: copies this binary into a shared volume, for images without `cp`
@@ -26,6 +27,8 @@
 mod child;
 mod cli;
 mod duration;
+mod grpc_probe;
+mod grpc_target;
 mod header;
 mod hook_log;
 mod http_get;
@@ -71,6 +74,21 @@ fn main() -> ExitCode {
                 ready,
                 stop_signal: args.stop_signal,
             }))
+        }
+        Command::Probe(args) if grpc_target::is_grpc(&args.url) => {
+            // Every bad grpc:// URL is a usage error: there is no older behaviour to keep.
+            let target = grpc_target::GrpcTarget::parse(&args.url)
+                .unwrap_or_else(|err| usage_error("probe", &err));
+            let headers = parse_headers("probe", &args.headers);
+            let metadata = grpc_probe::Metadata::new(&headers)
+                .unwrap_or_else(|err| usage_error("probe", &err));
+            match grpc_probe::run(&target, &metadata, args.timeout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(failure) => {
+                    eprintln!("lameduck probe: {failure}");
+                    ExitCode::from(failure.exit_code())
+                }
+            }
         }
         Command::Probe(args) => {
             let url = match Target::parse(&args.url) {

@@ -103,21 +103,22 @@ fn network_path_as_http(reference: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The parts of an authority, `[userinfo@]host[:port]`, split as RFC 3986 does.
+/// The parts of an authority, `[userinfo@]host[:port]`, split as RFC 3986 does (shared
+/// with `grpc://` URLs, [`crate::grpc_target`]).
 #[derive(Debug, PartialEq, Eq)]
-struct AuthorityParts<'a> {
+pub(crate) struct AuthorityParts<'a> {
     /// Everything before the last `@`.
-    userinfo: Option<&'a str>,
+    pub(crate) userinfo: Option<&'a str>,
     /// The host, IPv6 brackets included.
-    host: &'a str,
+    pub(crate) host: &'a str,
     /// Everything after the host's `:` (for an unbracketed host, its first `:`), possibly
     /// empty; `None` without a `:`.
-    port: Option<&'a str>,
+    pub(crate) port: Option<&'a str>,
 }
 
 impl<'a> AuthorityParts<'a> {
     /// Splits an authority. Never fails: what is not a valid host or port is judged later.
-    fn split(authority: &'a str) -> Self {
+    pub(crate) fn split(authority: &'a str) -> Self {
         let (userinfo, host_port) = match authority.rfind('@') {
             Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
             None => (None, authority),
@@ -141,7 +142,7 @@ impl<'a> AuthorityParts<'a> {
     }
 
     /// The host without IPv6 brackets.
-    fn bare_host(&self) -> &'a str {
+    pub(crate) fn bare_host(&self) -> &'a str {
         self.host.trim_start_matches('[').trim_end_matches(']')
     }
 }
@@ -160,7 +161,7 @@ fn authority_of(url: &str) -> Option<&str> {
 /// Checks a port as written: absent or empty means the default, else it must be decimal
 /// digits only with a value from 1 to 65535 (port 0 cannot be connected to). Go's URL
 /// parser also refuses non-digits; values above 65535 it leaves to the dialer, which fails.
-fn check_port(port: Option<&str>) -> Result<Option<u16>, ()> {
+pub(crate) fn check_port(port: Option<&str>) -> Result<Option<u16>, ()> {
     match port {
         None | Some("") => Ok(None),
         Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => {
