@@ -4,7 +4,7 @@
 //!
 //! | | HTTP/1 | HTTP/2 |
 //! |---|---|---|
-//! | Draining | served; responses say `Connection: close` (the in-flight layer) | GOAWAY; open streams complete |
+//! | Draining | served; responses say `Connection: close` (the in-flight layer) | GOAWAY once it has carried a request (one opened during the delay is served its first); open streams complete |
 //! | Stopping | closed at once if no request has begun, else after its response | closed once its streams are done |
 //! | drain timeout | cut | cut |
 //!
@@ -249,7 +249,10 @@ pub(crate) async fn drive<C: GracefulConnection>(
                 break;
             }
             let shut_down = match state.protocol() {
-                Protocol::Http2 => seen_draining,
+                // Not before the connection has carried a request: a client that connects
+                // during the delay and meets a GOAWAY before its first stream may fail the
+                // request it had queued (grpcio does). At Stopping, regardless.
+                Protocol::Http2 => seen_stopping || (seen_draining && state.stream_begun()),
                 // Idle: no request begun since the last response, and the kernel confirmed
                 // on the read hyper just made that no new one is waiting.
                 Protocol::Http1 => seen_stopping && !state.request_begun() && state.quiet(),
@@ -403,6 +406,7 @@ mod tests {
     async fn http2_gets_goaway_when_draining_begins() {
         let server = server(None);
         let state = state(Protocol::Http2);
+        state.stream_dispatched();
         let mut connection = pin!(FakeConnection::default());
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
@@ -416,10 +420,60 @@ mod tests {
         assert_eq!(connection.shutdowns, 1, "once");
     }
 
+    /// A client that connects during the delay is served its first request before the
+    /// GOAWAY: met before its first stream, a GOAWAY can fail the request the client had
+    /// queued on the new connection (grpcio's calls did, one in 40 during a long delay).
+    #[tokio::test(start_paused = true)]
+    async fn http2_opened_while_draining_gets_goaway_after_its_first_stream() {
+        let server = server(None);
+        let state = state(Protocol::Http2);
+        let mut connection = pin!(FakeConnection::default());
+        server.states.set(State::Draining);
+        let shutdowns_before_a_stream = {
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            assert_pending!(drive.poll());
+            assert_pending!(drive.poll());
+            drop(drive);
+            connection.shutdowns
+        };
+        assert_eq!(shutdowns_before_a_stream, 0);
+        {
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            assert_pending!(drive.poll());
+            // hyper hands the stream over while the connection's task polls it.
+            state.stream_dispatched();
+            assert_pending!(drive.poll());
+        }
+        assert_eq!(connection.shutdowns, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_that_never_carried_a_request_gets_goaway_at_stopping() {
+        let server = server(None);
+        let state = state(Protocol::Http2);
+        let mut connection = pin!(FakeConnection::default());
+        let shutdowns_while_draining = {
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            assert_pending!(drive.poll());
+            server.states.set(State::Draining);
+            assert_pending!(drive.poll());
+            drop(drive);
+            connection.shutdowns
+        };
+        assert_eq!(shutdowns_while_draining, 0);
+        {
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            server.states.set(State::Stopping);
+            assert_pending!(drive.poll());
+        }
+        assert_eq!(connection.shutdowns, 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn wake_ups_without_an_event_do_not_hide_the_next_one() {
         let server = server(None);
         let state = state(Protocol::Http2);
+        state.stream_dispatched();
         let mut connection = pin!(FakeConnection::default());
         {
             let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
@@ -439,6 +493,7 @@ mod tests {
     async fn the_connection_ends_when_hyper_is_done() {
         let server = server(None);
         let state = state(Protocol::Http2);
+        state.stream_dispatched();
         let mut connection = pin!(FakeConnection {
             shutdowns: 0,
             ends_on_shutdown: true,

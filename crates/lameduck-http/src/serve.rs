@@ -83,7 +83,9 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// [`Lifecycle`]:
 ///
 /// - **Ready, Draining**: accepts and serves. From Draining on, HTTP/1 responses say
-///   `Connection: close` and HTTP/2 connections get GOAWAY (their open streams complete),
+///   `Connection: close` and HTTP/2 connections get GOAWAY (their open streams complete;
+///   one opened during the delay gets it once its first stream has begun, so that no
+///   client meets a GOAWAY before its first request),
 ///   so clients move to other replicas while the platform's routing catches up.
 /// - **Stopping**: accepts the connections the kernel has already queued, then closes the
 ///   listener (new connections are refused). Idle connections are closed at once; the
