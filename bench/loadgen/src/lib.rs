@@ -14,6 +14,9 @@
 //! - [`IdleConnections`] opens K keep-alive connections, uses each once and holds them
 //!   idle; [`SlowRequests`] keeps K slow requests in flight. Both are for drain-speed
 //!   benchmarks.
+//! - [`run_grpc`] is the same for gRPC: unary `helloworld.Greeter/SayHello` calls
+//!   (`examples/greeter`) from clients with a tonic channel each, in the same classes (see
+//!   the `grpc` module's table), with a [`GrpcReport`].
 //!
 //! # Classes
 //!
@@ -86,12 +89,14 @@
 
 mod config;
 mod exchange;
+mod grpc;
 mod idle;
 mod load;
 mod report;
 mod slow;
 
 pub use config::{ConfigError, LoadConfig, Target};
+pub use grpc::{GrpcDetail, GrpcLoadConfig, GrpcReport, run_grpc, say_hello_once};
 pub use http::Method;
 pub use idle::IdleConnections;
 pub use load::run;

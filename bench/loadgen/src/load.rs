@@ -43,10 +43,7 @@ pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> LoadRepo
         start,
         deadline: config.duration.map(|d| start + d),
         stop: token.clone(),
-        pacer: (config.rate > 0).then(|| Pacer {
-            next: Mutex::new(start),
-            interval: Duration::from_nanos(1_000_000_000 / config.rate),
-        }),
+        pacer: Pacer::new(start, config.rate),
         refused_since: AtomicU64::new(0),
         config,
     });
@@ -106,13 +103,21 @@ struct Shared {
 /// steady however the work is spread. A slot is never in the past: when every worker was
 /// busy (a slow or hanging server), missed slots are skipped rather than sent as a burst
 /// afterwards.
-struct Pacer {
+pub(crate) struct Pacer {
     next: Mutex<Instant>,
     interval: Duration,
 }
 
 impl Pacer {
-    fn claim(&self, now: Instant) -> Instant {
+    /// `rate` slots a second from `start`; `None` for 0 (as fast as possible).
+    pub(crate) fn new(start: Instant, rate: u64) -> Option<Pacer> {
+        (rate > 0).then(|| Pacer {
+            next: Mutex::new(start),
+            interval: Duration::from_nanos(1_000_000_000 / rate),
+        })
+    }
+
+    pub(crate) fn claim(&self, now: Instant) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         let at = (*next).max(now);
         *next = at + self.interval;

@@ -7,7 +7,9 @@
 //!    ([`overhead`]);
 //! 4. drain speed: SIGTERM → exit with idle connections and with slow requests in flight
 //!    ([`drain_speed`]);
-//! 5. resident memory per connection ([`memory`]).
+//! 5. resident memory per connection ([`memory`]);
+//! 6. failed RPCs across a shutdown, gRPC: part 1's method with lameduck-tonic's `greeter`
+//!    against tonic's own `serve_with_shutdown` ([`grpc`]).
 //!
 //! `lameduck-bench all --out DIR [--quick]` runs everything and writes `results.json`,
 //! `table.md`, CSVs and `shutdown.png` to DIR, and prints the table. The exit status is
@@ -16,6 +18,7 @@
 
 mod drain_speed;
 mod failed_requests;
+mod grpc;
 mod instructions;
 mod memory;
 mod overhead;
@@ -55,6 +58,9 @@ enum Command {
     DrainSpeed(Opts),
     /// Part 5: resident memory per connection.
     Memory(Opts),
+    /// Part 6: failed RPCs across a shutdown, gRPC (lameduck-tonic against tonic's own
+    /// `serve_with_shutdown`).
+    Grpc(Opts),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,6 +105,8 @@ pub(crate) struct Results {
     pub(crate) overhead: Option<overhead::Outcome>,
     pub(crate) drain_speed: Option<drain_speed::Outcome>,
     pub(crate) memory: Option<memory::Outcome>,
+    #[serde(default)]
+    pub(crate) grpc: Option<grpc::Outcome>,
     /// Parts that could not run, and why.
     pub(crate) errors: Vec<String>,
     /// Wall time of the whole run, s.
@@ -116,6 +124,7 @@ enum Part {
     Overhead,
     DrainSpeed,
     Memory,
+    Grpc,
 }
 
 impl Part {
@@ -126,6 +135,7 @@ impl Part {
             Part::Overhead => "[3] request-path overhead",
             Part::DrainSpeed => "[4] drain speed",
             Part::Memory => "[5] memory per connection",
+            Part::Grpc => "[6] failed RPCs across a shutdown (gRPC)",
         }
     }
 }
@@ -141,6 +151,7 @@ async fn main() -> ExitCode {
                 Part::Overhead,
                 Part::DrainSpeed,
                 Part::Memory,
+                Part::Grpc,
             ],
             o,
         ),
@@ -149,6 +160,7 @@ async fn main() -> ExitCode {
         Command::Overhead(o) => (vec![Part::Overhead], o),
         Command::DrainSpeed(o) => (vec![Part::DrainSpeed], o),
         Command::Memory(o) => (vec![Part::Memory], o),
+        Command::Grpc(o) => (vec![Part::Grpc], o),
     };
     // On Ctrl-C or SIGTERM, drop everything: the guards kill what was started.
     let interrupted = async {
@@ -319,6 +331,9 @@ async fn run_part(
         }
         Part::Memory => {
             results.memory = Some(memory::run(bins, opts.quick, dir).await?);
+        }
+        Part::Grpc => {
+            results.grpc = Some(grpc::run(bins, opts.quick, dir).await?);
         }
     }
     Ok(())

@@ -151,7 +151,7 @@ impl Bins {
         if !path.is_file() {
             bail!(
                 "{} not found: build it first (`cargo build --release -p hello -p orders \
-                 -p baseline-axum -p lameduck-bench`, which `bench/run` does) or pass --bin-dir",
+                 -p greeter -p baseline-axum -p lameduck-bench`, which `bench/run` does) or pass --bin-dir",
                 path.display()
             );
         }
@@ -165,7 +165,8 @@ impl Bins {
 pub(crate) enum Side {
     /// A lameduck example (`hello` or `orders`).
     Lameduck,
-    /// `baseline-axum`: bare `axum::serve(..).with_graceful_shutdown(..)`.
+    /// `baseline-axum`: bare `axum::serve(..).with_graceful_shutdown(..)`; for gRPC,
+    /// `baseline-tonic`: tonic's own `Server::serve_with_shutdown(..)`.
     Baseline,
 }
 
@@ -383,6 +384,11 @@ impl Service {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Whether the child has exited (been reaped).
+    pub(crate) fn has_exited(&self) -> bool {
+        self.exit_now().is_some()
     }
 
     fn exit_now(&self) -> Option<Result<Exit, String>> {

@@ -423,6 +423,50 @@ fn rows(r: &Results) -> Vec<Row> {
             status: "—".to_owned(),
         });
     }
+    if let Some(o) = &r.grpc {
+        let s = &o.settings;
+        let side = |side: &crate::grpc::SideOutcome| {
+            let (c, d) = (&side.totals, &side.detail);
+            let codes = if d.status_codes.is_empty() {
+                String::new()
+            } else {
+                let codes: Vec<String> = d
+                    .status_codes
+                    .iter()
+                    .map(|(code, n)| format!("{code} {}", thousands(*n)))
+                    .collect();
+                format!(": {}", codes.join(", "))
+            };
+            format!(
+                "**{}** of {} (unavailable before sent {} [connect failed {}, connection closed before sent {}], sent but no response {} [ended by GOAWAY {}], other status {}{codes}, timeout {})",
+                thousands(side.failures()),
+                thousands(side.calls()),
+                thousands(c.refused),
+                thousands(d.refused_connect),
+                thousands(d.refused_unsent),
+                thousands(c.no_response),
+                thousands(d.no_response_goaway),
+                thousands(c.status_5xx),
+                thousands(c.timeout)
+            )
+        };
+        rows.push(Row {
+            part: "6",
+            what: format!(
+                "Failed RPCs across a shutdown, gRPC: unary `SayHello`, {} clients (a tonic channel each, `connect_lazy`) at {}/s; SIGTERM after {} s, calls for {} s more (lameduck: `greeter` on lameduck-tonic, `LAMEDUCK_SHUTDOWN_DELAY={} s`; baseline: `baseline-tonic`, tonic's own `Server::serve_with_shutdown`); {} run(s) per side",
+                s.connections,
+                thousands(s.rate),
+                s.before_ms as f64 / 1000.0,
+                s.window_ms as f64 / 1000.0,
+                s.shutdown_delay_ms as f64 / 1000.0,
+                s.trials
+            ),
+            lameduck: side(&o.lameduck),
+            baseline: side(&o.baseline),
+            goal: "0 failed (lameduck)".to_owned(),
+            status: Status::of(o.lameduck.failures() == 0).word().to_owned(),
+        });
+    }
     rows
 }
 
@@ -455,7 +499,7 @@ pub(crate) fn markdown(r: &Results) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| part | measurement | lameduck | baseline (plain axum) | goal | where it stands |"
+        "| part | measurement | lameduck | baseline (plain axum; part 6: plain tonic) | goal | where it stands |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for row in rows(r) {
@@ -605,6 +649,43 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
             );
         }
         write("memory.csv", csv)?;
+    }
+    if let Some(o) = &r.grpc {
+        let mut csv = String::from(
+            "side,service,trial,calls,ok,refused,refused_connect,refused_unsent,no_response,no_response_goaway,other_status,timeout,latency_p50_us,latency_p99_us,sigterm_to_exit_ms,exit_code\n",
+        );
+        for side in [&o.lameduck, &o.baseline] {
+            for (n, t) in side.trials.iter().enumerate() {
+                let (c, d) = (&t.report.load.counts, &t.report.detail);
+                let _ = writeln!(
+                    csv,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{}",
+                    side.side.label(),
+                    side.service,
+                    n + 1,
+                    c.total() - c.not_sent,
+                    c.ok,
+                    c.refused,
+                    d.refused_connect,
+                    d.refused_unsent,
+                    c.no_response,
+                    d.no_response_goaway,
+                    c.status_5xx,
+                    c.timeout,
+                    t.report.load.latency_p50_us,
+                    t.report.load.latency_p99_us,
+                    t.sigterm_to_exit_ms,
+                    t.exit_code
+                );
+            }
+            if let Some(first) = side.trials.first() {
+                write(
+                    &format!("grpc_timeline_{}.csv", side.side.label()),
+                    first.report.load.timeline_csv(),
+                )?;
+            }
+        }
+        write("grpc.csv", csv)?;
     }
     Ok(())
 }
