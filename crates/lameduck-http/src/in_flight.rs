@@ -240,19 +240,11 @@ where
         }
         // Counted before the service sees the request, so that Stopping cannot miss it.
         // The connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2
-        // has none, and its streams run on other threads than the connection's task); of
-        // HTTP/2 it only learns that a stream has begun, for its GOAWAY.
-        let connection = match &self.connection {
-            Some(connection) if http1 => {
-                connection.request_dispatched();
-                Some(connection)
-            }
-            Some(connection) => {
-                connection.stream_dispatched();
-                None
-            }
-            None => None,
-        };
+        // has none, and its streams run on other threads than the connection's task).
+        let connection = self.connection.as_ref().filter(|_| http1);
+        if let Some(connection) = connection {
+            connection.request_dispatched();
+        }
         let guard = RequestGuard {
             _in_flight: shared.requests.enter(),
             connection: connection.cloned(),

@@ -75,9 +75,6 @@ pub(crate) struct ConnectionState {
     /// dropped): equal when no request is in progress. Counted by the in-flight layer.
     dispatched: AtomicU32,
     ended: AtomicU32,
-    /// An HTTP/2 stream has been handed to the service: the connection has carried a
-    /// request, so it can be told to go away without racing its first one.
-    stream_begun: AtomicBool,
     /// A request is waiting for the service to be ready (its `poll_ready` is pending): it
     /// has been read, so the connection is not waiting for its client.
     awaiting_service: AtomicBool,
@@ -152,20 +149,6 @@ impl ConnectionState {
     /// A request was handed to the service.
     pub(crate) fn request_dispatched(&self) {
         self.dispatched.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// An HTTP/2 stream was handed to the service. Written once per connection: later
-    /// streams only read the flag, so the connection's streams, which run on any thread,
-    /// do not contend for its cache line.
-    pub(crate) fn stream_dispatched(&self) {
-        if !self.stream_begun.load(Ordering::Relaxed) {
-            self.stream_begun.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether an HTTP/2 stream has been handed to the service.
-    pub(crate) fn stream_begun(&self) -> bool {
-        self.stream_begun.load(Ordering::Relaxed)
     }
 
     /// A request's response ended (or was dropped unfinished).

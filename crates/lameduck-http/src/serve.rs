@@ -84,8 +84,8 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 ///
 /// - **Ready, Draining**: accepts and serves. From Draining on, HTTP/1 responses say
 ///   `Connection: close` and HTTP/2 connections get GOAWAY (their open streams complete;
-///   one opened during the delay gets it once its first stream has begun, so that no
-///   client meets a GOAWAY before its first request),
+///   one opened during the delay gets it at Stopping: its client then reconnects once,
+///   when routing has caught up, rather than racing a GOAWAY on every call),
 ///   so clients move to other replicas while the platform's routing catches up.
 /// - **Stopping**: accepts the connections the kernel has already queued, then closes the
 ///   listener (new connections are refused). Idle connections are closed at once; the
