@@ -405,7 +405,46 @@ struct Counts {
     before_sigterm: AtomicU64,
     after_sigterm: AtomicU64,
     health_checks_after_sigterm: AtomicU64,
+    /// Calls a GOAWAY kept from being sent, sent again.
+    unsent_retried: Mutex<Vec<String>>,
     failures: Mutex<Vec<String>>,
+}
+
+/// An error tonic (hyper, h2) makes for a request the server did not process:
+/// - `GoAway(NO_ERROR, Remote)`: h2 refuses a new stream once its connection has received
+///   a GOAWAY (or resets one above the GOAWAY's last stream id, which the server promises
+///   it did not process);
+/// - `Canceled "connection closed"` / `"connection was not ready"`: hyper drops a request
+///   still queued for a connection that is closing (never written).
+fn never_sent(status: &tonic::Status) -> bool {
+    let shown = format!("{status:?}");
+    shown.contains(r#"GoAway(b"", NO_ERROR, Remote)"#)
+        || shown.contains(r#"Canceled, "connection closed""#)
+        || shown.contains(r#"Canceled, "connection was not ready""#)
+}
+
+/// Calls `call` again, at most twice, when it failed without being sent.
+async fn with_transparent_retry<T, F, Fut>(
+    counts: &Counts,
+    what: &str,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match call().await {
+            Err(status) if attempts < 3 && never_sent(&status) => counts
+                .unsent_retried
+                .lock()
+                .unwrap()
+                .push(format!("{what}: {status:?}")),
+            result => return result,
+        }
+    }
 }
 
 const CLIENTS: usize = 8;
@@ -419,11 +458,16 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 /// health-checking balancer) it goes on for the propagation window, then stops, before
 /// the delay ends. Every RPC must succeed.
 ///
-/// Known to fail (at 167922b): 2 to 4% of the calls made in the delay (17 to 38 of some
-/// 800 to 1,100 in nine runs) fail with errors tonic makes for requests the server never
-/// processed; see the messages below. Each connection opened in the delay is sent GOAWAY
-/// once its first stream has begun, so a client reusing its channel meets a GOAWAY race
-/// on nearly every call of the delay, and tonic does not retry a call that never left it.
+/// tonic, unlike grpc-go, grpc-java and grpcio, does not retry a call that a GOAWAY kept
+/// from being sent (gRPC's transparent retry, proposal A6): hyper cancels a request still
+/// queued for a connection that is closing, and h2 refuses a new stream once its
+/// connection has received a GOAWAY. So the clients here do that retry themselves, for
+/// those errors only, and count it. Every connection open at SIGTERM gets one GOAWAY, and
+/// one opened during the delay gets it only at Stopping, so a client meets at most one
+/// GOAWAY while it calls: the retries are bounded by the clients, whatever the number of
+/// calls. (Told after each first stream instead, a client met a GOAWAY race on nearly
+/// every call: 17 to 38 unsent calls per run.) The same test with grpcio clients, which
+/// retry by themselves, is in tests/grpc_interop.rs.
 #[test]
 fn clients_calling_continuously_across_the_stop_see_no_failed_rpc() {
     let dir = TempDir::new("grpc-continuous");
@@ -458,7 +502,9 @@ fn clients_calling_continuously_across_the_stop_see_no_failed_rpc() {
             let mut not_serving_seen: Option<(Instant, Duration)> = None;
             loop {
                 let after = sigterm_sent.load(Ordering::SeqCst);
-                match say_hello(&channel, "load").await {
+                match with_transparent_retry(&counts, "SayHello", || say_hello(&channel, "load"))
+                    .await
+                {
                     Ok(message) => {
                         assert_eq!(message, "Hello load!");
                         let counter = if after {
@@ -482,7 +528,8 @@ fn clients_calling_continuously_across_the_stop_see_no_failed_rpc() {
                         counts
                             .health_checks_after_sigterm
                             .fetch_add(1, Ordering::Relaxed);
-                        match check(&channel, "").await {
+                        match with_transparent_retry(&counts, "Check", || check(&channel, "")).await
+                        {
                             Ok(ServingStatus::NotServing) => {
                                 let since_sigterm = sigterm_at.lock().unwrap().unwrap().elapsed();
                                 not_serving_seen = Some((Instant::now(), since_sigterm));
@@ -540,37 +587,22 @@ fn clients_calling_continuously_across_the_stop_see_no_failed_rpc() {
          lame duck:\n{}",
         service.logs()
     );
-    // Each failure says where it came from. Errors that tonic (hyper, h2) makes for a
-    // request the server did not process are told apart from any other, which the server
-    // would have had a hand in:
-    // - `GoAway(NO_ERROR, Remote)`: h2 refuses a new stream once its connection has
-    //   received a GOAWAY (or resets one above the GOAWAY's last stream id, which the
-    //   server promises it did not process);
-    // - `Canceled "connection closed"` / `"connection was not ready"`: hyper drops a
-    //   request still queued for a connection that is closing (never written).
-    // tonic does not retry these transparently (gRPC's A6 says a client should; grpc-go
-    // and grpcio do), so the caller sees them.
-    let unprocessed = |f: &&String| {
-        f.contains(r#"GoAway(b"", NO_ERROR, Remote)"#)
-            || f.contains(r#"Canceled, "connection closed""#)
-            || f.contains(r#"Canceled, "connection was not ready""#)
-    };
-    let by_server: Vec<&String> = failures.iter().filter(|f| !unprocessed(f)).collect();
-    assert!(
-        by_server.is_empty(),
-        "{} RPCs failed in a way the server had a hand in ({} failures in all; {after} RPCs \
-         succeeded after SIGTERM):\n{}",
-        by_server.len(),
-        failures.len(),
-        failures.join("\n")
+    let retried = counts.unsent_retried.lock().unwrap().clone();
+    eprintln!(
+        "continuous: {} calls sent again: {retried:?}",
+        retried.len()
     );
     assert!(
         failures.is_empty(),
-        "{} failed RPCs, every one a request the server never processed (not sent, or refused \
-         by the client's HTTP/2 connection after the server's GOAWAY; tonic does not retry \
-         them); {after} RPCs succeeded after SIGTERM:\n{}",
+        "{} RPCs failed ({after} succeeded after SIGTERM; {} unsent calls were sent again):\n{}",
         failures.len(),
+        retried.len(),
         failures.join("\n")
+    );
+    assert!(
+        retried.len() <= 2 * CLIENTS,
+        "{} calls were kept from being sent by a GOAWAY, more than the clients met: {retried:#?}",
+        retried.len()
     );
     assert!(after > 100, "only {after} RPCs after SIGTERM");
     assert_clean_exit(&mut service);
@@ -640,8 +672,9 @@ fn h2_frames_until_goaway(addr: SocketAddr) -> Vec<Frame> {
 /// a millisecond of the connection) fails the call the client had queued on it: tonic
 /// reports `GoAway(NO_ERROR, Remote)`, or `Canceled "connection closed"` once the server
 /// closes the stream-less connection after the client's automatic PING ack. HTTP/1 in the
-/// same delay serves the request and answers `Connection: close`; the HTTP/2 equivalent
-/// is a GOAWAY once the first stream has begun (or at Stopping).
+/// same delay serves the request and answers `Connection: close`; an HTTP/2 connection
+/// opened in the delay is told to go away at Stopping, when its client's routing has
+/// caught up.
 ///
 /// Shown here without a client library: a hand-made connection that sends no request is
 /// not told to go away within a second of the 5 s delay (it is at Stopping).

@@ -279,10 +279,15 @@ impl Running {
 
     /// Send one command line to a `session`, and return the line it answers with.
     fn ask(&mut self, command: &str) -> String {
+        self.tell(command);
+        self.next_line(PATIENCE)
+    }
+
+    /// Write one line to its stdin.
+    fn tell(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("the session's stdin");
         writeln!(stdin, "{command}").unwrap();
         stdin.flush().unwrap();
-        self.next_line(PATIENCE)
     }
 
     /// Wait for it to end (its output closed, then its exit): the exit status, once every
@@ -467,5 +472,44 @@ fn python_health_watch_sees_serving_then_not_serving_then_its_end() {
     let (status, rest) = watch.finish(PATIENCE);
     assert_eq!((status, rest.as_slice()), (0, [].as_slice()));
 
+    assert_clean_exit(&mut service);
+}
+
+/// Eight grpcio clients, each with its own channel, call SayHello in a loop across the
+/// SIGTERM; once a client has seen NOT_SERVING (asked between calls, as a health-checking
+/// balancer) it goes on for a propagation window, shorter than the delay, then stops.
+/// Not one call may fail: grpcio, like grpc-go and grpc-java, retries a call that a
+/// GOAWAY kept from being sent (gRPC's transparent retry), so every failure would be the
+/// server's.
+#[test]
+fn python_grpc_clients_calling_continuously_across_the_stop_see_no_failed_rpc() {
+    let dir = TempDir::new("grpc-interop-continuous");
+    let client = Client::new(dir.path());
+    let mut service = start_greeter(&dir, &[("LAMEDUCK_SHUTDOWN_DELAY", "4s")]);
+
+    let mut load = client.spawn(&["load", &service.traffic.to_string(), "8", "1000"], "load");
+    assert_eq!(load.next_line(PATIENCE), "CALLING");
+
+    service.skip_logged();
+    service.signal(Signal::SIGTERM);
+    load.tell("SIGTERM");
+    let done = load.next_line(PATIENCE);
+    eprintln!("python load: {done} (ok before SIGTERM, ok after, failed)");
+    // The clients stopped within the delay: what they saw was the lame duck, not the
+    // closed listener.
+    let clients_stopped_in_the_delay = !service.logs().contains("to=stopping");
+    let (status, failures) = load.finish(PATIENCE);
+    let counts: Vec<u64> = done
+        .strip_prefix("DONE ")
+        .unwrap_or_else(|| panic!("expected DONE, got {done:?}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let [_before, after, failed] = counts[..] else {
+        panic!("{done:?}")
+    };
+    assert_eq!((status, failed), (0, 0), "{done}\n{}", failures.join("\n"));
+    assert!(after > 100, "only {after} calls after SIGTERM");
+    assert!(clients_stopped_in_the_delay, "{}", service.logs());
     assert_clean_exit(&mut service);
 }

@@ -12,6 +12,14 @@ Subcommands (each line printed is flushed at once):
                        once the server ends the stream
   hello ADDR NAME      Greeter.SayHello: the reply's message, or `ERROR <code> <details>`
   stream ADDR NAME     Greeter.SayHelloStreamReply: each reply's message, then `END <code>`
+  load ADDR CLIENTS PROPAGATION_MS
+                       CLIENTS threads, each with its own channel, call SayHello in a loop;
+                       `CALLING` once every client has been answered. After a `SIGTERM`
+                       line on stdin (the test has signalled the service) each client also
+                       asks Health.Check("") between calls, as a health-checking balancer,
+                       and stops PROPAGATION_MS after it first sees NOT_SERVING. Then
+                       `DONE <ok before> <ok after> <failed>`, and one `FAIL ...` line per
+                       failed call; exit status 1 if any failed
   session ADDR         Commands read from stdin, one a line (`check SERVICE`,
                        `hello NAME`), each on a new channel (a new connection, as a
                        probe makes), one answer line each: the cost of starting Python
@@ -129,6 +137,70 @@ def session(addr):
     return 0
 
 
+def load(addr, clients, propagation_ms):
+    import threading
+    import time
+
+    clients = int(clients)
+    propagation = int(propagation_ms) / 1000.0
+    lock = threading.Lock()
+    counts = {"before": 0, "after": 0}
+    failures = []
+    answered = threading.Barrier(clients + 1)
+    signalled = threading.Event()
+
+    def client(number):
+        told = False
+        not_serving_at = None
+        with channel(addr) as ch:
+            greeter = helloworld_pb2_grpc.GreeterStub(ch)
+            health = health_pb2_grpc.HealthStub(ch)
+            while True:
+                after = signalled.is_set()
+                try:
+                    greeter.SayHello(
+                        helloworld_pb2.HelloRequest(name="load"), timeout=UNARY_TIMEOUT
+                    )
+                    with lock:
+                        counts["after" if after else "before"] += 1
+                except grpc.RpcError as error:
+                    with lock:
+                        failures.append(f"client {number} SayHello: {error_line(error)}")
+                if not told:
+                    told = True
+                    answered.wait()
+                if not_serving_at is not None:
+                    if time.monotonic() - not_serving_at >= propagation:
+                        return
+                elif after:
+                    try:
+                        response = health.Check(
+                            health_pb2.HealthCheckRequest(service=""),
+                            timeout=UNARY_TIMEOUT,
+                        )
+                        if response.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                            not_serving_at = time.monotonic()
+                    except grpc.RpcError as error:
+                        with lock:
+                            failures.append(f"client {number} Check: {error_line(error)}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    answered.wait()
+    say("CALLING")
+    for line in sys.stdin:
+        if line.strip() == "SIGTERM":
+            signalled.set()
+            break
+    for thread in threads:
+        thread.join()
+    say(f"DONE {counts['before']} {counts['after']} {len(failures)}")
+    for failure in failures:
+        say(f"FAIL {failure}")
+    return 1 if failures else 0
+
+
 COMMANDS = {
     "check": check,
     "watch": watch,
@@ -140,6 +212,8 @@ COMMANDS = {
 def main(argv):
     if len(argv) == 2 and argv[0] == "session":
         return session(argv[1])
+    if len(argv) == 4 and argv[0] == "load":
+        return load(argv[1], argv[2], argv[3])
     if len(argv) == 3 and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1], argv[2])
     sys.stderr.write(__doc__)
