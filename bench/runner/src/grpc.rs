@@ -4,7 +4,7 @@
 //! or a closed connection, as real clients do), call the greeter's unary `SayHello` at a
 //! steady total rate (lameduck-loadgen's `run_grpc`); after `before` the service gets
 //! SIGTERM; calls keep arriving for the propagation `window`, then stop. Every call is
-//! classified. The settings are part 1's ([`failed_requests::Settings`]): lameduck
+//! classified. The settings are part 1's ([`crate::failed_requests::Settings`]): lameduck
 //! (`greeter`, served by lameduck-tonic) runs with `LAMEDUCK_SHUTDOWN_DELAY` = window +
 //! 1 s, the delay that covers the propagation time; the baseline is `baseline-tonic`, the
 //! same greeter on tonic's own `Server::serve_with_shutdown`.
