@@ -213,6 +213,8 @@ pub struct Config {
     pub(crate) exit_process: bool,
     pub(crate) concurrent_phases: Vec<crate::Phase>,
     pub(crate) warnings: Vec<ConfigWarning>,
+    /// Where to send systemd's notifications, if anywhere (`systemd.rs`).
+    pub(crate) sd_notify: Option<crate::systemd::Settings>,
 }
 
 impl Config {
@@ -297,6 +299,7 @@ pub struct Builder {
     exit_process: bool,
     concurrent_phases: Vec<crate::Phase>,
     unknown_vars: Vec<String>,
+    sd_notify: crate::systemd::Source,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +323,7 @@ impl Default for Builder {
             exit_process: true,
             concurrent_phases: Vec::new(),
             unknown_vars: Vec::new(),
+            sd_notify: crate::systemd::Source::default(),
         }
     }
 }
@@ -401,6 +405,7 @@ impl Builder {
                 TerminationLog::Path(PathBuf::from(path))
             };
         }
+        builder.sd_notify = crate::systemd::Source::Lookup(crate::systemd::Env::read(&lookup));
         Ok(builder)
     }
 
@@ -451,6 +456,14 @@ impl Builder {
     /// Write the final report nowhere (it is still logged and returned).
     pub fn no_termination_log(mut self) -> Self {
         self.termination_log = TerminationLog::Off;
+        self
+    }
+    /// Send systemd nothing, even when `NOTIFY_SOCKET` is set. By default, when it is
+    /// (a `Type=notify` unit), [`Lifecycle::run`](crate::Lifecycle::run) sends `READY=1`,
+    /// `STOPPING=1`, `STATUS=` lines, watchdog pings and stop-timeout extensions as the
+    /// state changes (docs/platform.md).
+    pub fn no_sd_notify(mut self) -> Self {
+        self.sd_notify = crate::systemd::Source::Off;
         self
     }
     /// The signals that trigger shutdown. Default SIGTERM and SIGINT.
@@ -577,6 +590,7 @@ impl Builder {
             exit_process: self.exit_process,
             concurrent_phases: self.concurrent_phases,
             warnings,
+            sd_notify: self.sd_notify.settings(),
         })
     }
 

@@ -55,6 +55,7 @@ mod lifecycle;
 mod report;
 mod signal;
 mod state;
+mod systemd;
 mod tasks;
 
 pub use activity::{ActivityCounter, ActivityGuard};

@@ -134,9 +134,10 @@ impl fmt::Debug for Lifecycle {
 
 impl Lifecycle {
     /// A builder with the defaults (docs/configuration.md). No `LAMEDUCK_*` variable is
-    /// read; two defaults still look at the environment: the shutdown delay (5 s when
-    /// `KUBERNETES_SERVICE_HOST` is set, else 0) and the termination log
-    /// (`/dev/termination-log` when it is writable).
+    /// read; three defaults still look at the environment: the shutdown delay (5 s when
+    /// `KUBERNETES_SERVICE_HOST` is set, else 0), the termination log
+    /// (`/dev/termination-log` when it is writable), and systemd's notifications (sent
+    /// when `NOTIFY_SOCKET` is set; see [`Builder::no_sd_notify`]).
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -531,6 +532,9 @@ impl Lifecycle {
             // Built outside a runtime: listening starts here, before anything awaits, so
             // that no signal between this call and the driver's first poll is lost.
             self.listen_for_signals();
+            if let Some(settings) = self.inner.config.sd_notify.clone() {
+                crate::systemd::spawn(self, settings);
+            }
             tokio::spawn(crate::driver::drive(self.clone()));
         }
         let mut rx = self.inner.report.subscribe();
