@@ -462,12 +462,19 @@ fn python_health_watch_sees_serving_then_not_serving_then_its_end() {
     assert_eq!(watch.next_line(PATIENCE), "SERVING");
 
     service.skip_logged();
+    let signalled = Instant::now();
     service.signal(Signal::SIGTERM);
     assert_eq!(watch.next_line(PATIENCE), "NOT_SERVING");
     service.wait_for_log(DRAINING, PATIENCE);
     // The stream ends, with status OK, once the lifecycle reaches Stopping (after the
-    // delay), without repeating a status.
+    // delay, which began after the signal was sent), without repeating a status.
     assert_eq!(watch.next_line(PATIENCE), "END OK");
+    let delay = Duration::from_secs(SHUTDOWN_DELAY.trim_end_matches('s').parse().unwrap());
+    assert!(
+        signalled.elapsed() >= delay,
+        "the stream ended {:?} after SIGTERM, before the {delay:?} delay was over",
+        signalled.elapsed()
+    );
     service.wait_for_log("to=stopping", PATIENCE);
     let (status, rest) = watch.finish(PATIENCE);
     assert_eq!((status, rest.as_slice()), (0, [].as_slice()));

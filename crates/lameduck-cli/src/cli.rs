@@ -146,7 +146,7 @@ Examples:
       command: [/lameduck, probe, --timeout, 1s, http://127.0.0.1:9090/readyz]
   livenessProbe:
     exec:
-      command: [/lameduck, probe, grpc://127.0.0.1:50051]";
+      command: [/lameduck, probe, grpc://127.0.0.1:50051/liveness]";
 
 const PRESTOP_HELP: &str = "\
 With --url the GET is sent and its answer awaited (status and body are reported, not

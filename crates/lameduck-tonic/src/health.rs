@@ -16,8 +16,11 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// The health service name whose status is the lifecycle's liveness (`/livez`): SERVING
-/// while every liveness check passes, through Draining and Stopping too, so a liveness
-/// probe never restarts a container that is draining.
+/// while every liveness check passes, through Draining too, so a liveness probe never
+/// restarts a container in its lame duck. At Stopping the gRPC listener closes and the
+/// probe meets a refused connection; the kubelet no longer probes the liveness of a pod
+/// being deleted, but a platform that does should probe `/livez` on the admin port,
+/// which stays up until the process exits.
 pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// The health service name whose status is the lifecycle's readiness (`/readyz`), the
@@ -88,6 +91,11 @@ impl HealthService {
     /// server.
     pub fn register_service<S: NamedService>(self) -> Self {
         self.register(S::NAME)
+    }
+
+    /// Whether `name` was registered.
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        self.registered.contains(name)
     }
 
     /// The tonic server to add to the routes.
@@ -182,13 +190,17 @@ fn watch_stream(
                 return None;
             }
             let state = *w.states.borrow_and_update();
-            let status = match w.kind {
-                Some(kind) => status_of(&w.lifecycle, kind).await,
-                None => ServingStatus::ServiceUnknown,
-            };
             // The stream ends at Stopping: the server is going away and the connection
-            // must be free to close. A status not yet sent is sent first.
+            // must be free to close. No check is run then (a slow one would hold the
+            // stream, and the drain, for up to its timeout): readiness is NOT_SERVING
+            // whatever the checks say, and any other kind ends on its last status.
             w.ended = state >= State::Stopping;
+            let status = match (w.kind, w.ended) {
+                (None, _) => ServingStatus::ServiceUnknown,
+                (Some(CheckKind::Readiness), true) => ServingStatus::NotServing,
+                (Some(_), true) => return None,
+                (Some(kind), false) => status_of(&w.lifecycle, kind).await,
+            };
             if w.last_sent != Some(status) {
                 w.last_sent = Some(status);
                 return Some((Ok(response(status)), w));
@@ -315,6 +327,48 @@ mod tests {
         // Ends at Stopping, after the 5 s delay: without sending the same status again.
         assert!(stream.next().await.is_none());
         assert!(lifecycle.state() >= State::Stopping);
+        assert!(run.await.expect("the lifecycle runs").clean);
+    }
+
+    /// At Stopping no check is run: a slow one would hold the stream, and the
+    /// connection, for up to its timeout.
+    #[tokio::test(start_paused = true)]
+    async fn watch_ends_at_stopping_without_running_a_slow_check() {
+        let lifecycle = lifecycle();
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        lifecycle.health().add(
+            lameduck::Check::readiness("slow", move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(3600))
+            })
+            .timeout(Duration::from_secs(3600))
+            .cache_for(Duration::ZERO),
+        );
+        let health = HealthService::new(&lifecycle);
+        let mut stream = health
+            .watch(Request::new(HealthCheckRequest::default()))
+            .await
+            .expect("a stream")
+            .into_inner();
+        let driver = lifecycle.clone();
+        let run = tokio::spawn(async move { driver.run().await });
+        lifecycle.shutdown();
+        let mut states = lifecycle.subscribe();
+        let _ = states.wait_for(|s| *s >= State::Stopping).await;
+        let ran_before = runs.load(std::sync::atomic::Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let mut last = None;
+        while let Some(item) = stream.next().await {
+            last = Some(item.expect("ok").status);
+        }
+        assert_eq!(last, Some(ServingStatus::NotServing as i32));
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "ended without the check"
+        );
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), ran_before);
+        drop(stream);
         assert!(run.await.expect("the lifecycle runs").clean);
     }
 

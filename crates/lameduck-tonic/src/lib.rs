@@ -17,16 +17,25 @@
 //!   for liveness and startup probes that must not fail while the service drains.
 //!
 //! ```no_run
-//! use tonic_health::pb::health_server::HealthServer;
-//! # use lameduck_tonic::HealthService;
-//! # fn greeter() -> HealthServer<HealthService> { unimplemented!() }
-//!
+//! # use std::convert::Infallible;
+//! # #[derive(Clone)]
+//! # struct GreeterServer;
+//! # impl tonic::server::NamedService for GreeterServer { const NAME: &'static str = "helloworld.Greeter"; }
+//! # impl tower_service::Service<http::Request<tonic::body::Body>> for GreeterServer {
+//! #     type Response = http::Response<tonic::body::Body>;
+//! #     type Error = Infallible;
+//! #     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> { std::task::Poll::Ready(Ok(())) }
+//! #     fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future { std::future::ready(Ok(tonic::Status::unimplemented("").into_http())) }
+//! # }
+//! # impl GreeterServer { fn new(_: MyGreeter) -> Self { Self } }
+//! # #[derive(Default)] struct MyGreeter;
 //! #[tokio::main]
 //! async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
 //!     let lifecycle = lameduck::Lifecycle::from_env()?;
 //!     let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
 //!     Ok(lameduck_tonic::serve(listener, &lifecycle)
-//!         .add_service(greeter()) // e.g. GreeterServer::new(MyGreeter), from tonic's codegen
+//!         .add_service(GreeterServer::new(MyGreeter::default())) // from tonic's codegen
 //!         .await?)
 //! }
 //! ```
