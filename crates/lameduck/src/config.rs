@@ -6,13 +6,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::platform::Platform;
 use crate::signal::Signal;
 
 /// `LAMEDUCK_SHUTDOWN_DELAY`: lame-duck time between the trigger and closing listeners.
 pub const ENV_SHUTDOWN_DELAY: &str = "LAMEDUCK_SHUTDOWN_DELAY";
 /// `LAMEDUCK_DRAIN_TIMEOUT`: how long in-flight work may take once listeners are closed.
 pub const ENV_DRAIN_TIMEOUT: &str = "LAMEDUCK_DRAIN_TIMEOUT";
-/// `LAMEDUCK_GRACE_PERIOD`: the platform's `terminationGracePeriodSeconds`.
+/// `LAMEDUCK_GRACE_PERIOD`: the platform's time between its stop signal and SIGKILL
+/// (Kubernetes' `terminationGracePeriodSeconds`; see [`Platform`]).
 pub const ENV_GRACE_PERIOD: &str = "LAMEDUCK_GRACE_PERIOD";
 /// `LAMEDUCK_HOOK_TIMEOUT`: default per-hook timeout.
 pub const ENV_HOOK_TIMEOUT: &str = "LAMEDUCK_HOOK_TIMEOUT";
@@ -40,13 +42,17 @@ fn is_known_variable(name: &str) -> bool {
 
 /// Kubernetes' default `terminationMessagePath`.
 pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
-/// The lame-duck delay used when `KUBERNETES_SERVICE_HOST` is set and nothing else is configured.
+/// The lame-duck delay used on [`Platform::Kubernetes`] (`KUBERNETES_SERVICE_HOST` is set)
+/// when nothing else is configured; 0 elsewhere.
 pub const DEFAULT_KUBERNETES_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
-/// Default `drain_timeout`.
+/// Default `drain_timeout` on Kubernetes, ECS, systemd and an unknown platform (Cloud Run:
+/// 7 s; Nomad: 3 s; see [`Platform`]).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default `grace_period` (Kubernetes' default `terminationGracePeriodSeconds`).
+/// Default `grace_period` on Kubernetes (its default `terminationGracePeriodSeconds`) and an
+/// unknown platform (Cloud Run: 10 s; ECS: 30 s; Nomad: 5 s; systemd: 90 s; see
+/// [`Platform`]).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
-/// Default per-hook timeout.
+/// Default per-hook timeout (Nomad: 2 s; see [`Platform`]).
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound of the automatic safety margin (see [`Config::safety_margin`]).
 pub const MAX_AUTO_SAFETY_MARGIN: Duration = Duration::from_secs(2);
@@ -215,6 +221,41 @@ pub struct Config {
     pub(crate) warnings: Vec<ConfigWarning>,
     /// Where to send systemd's notifications, if anywhere (`systemd.rs`).
     pub(crate) sd_notify: Option<crate::systemd::Settings>,
+    pub(crate) platform: Platform,
+    /// What told the platform: the variable found, `Builder::platform`, or nothing.
+    pub(crate) platform_source: &'static str,
+    /// Where each budget setting came from, for the start-up log line.
+    pub(crate) origins: Origins,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The platform's default (logged as `platform`).
+    Platform,
+    /// A `LAMEDUCK_*` variable.
+    Env(&'static str),
+    /// The builder, in code.
+    Code,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Platform => f.write_str("platform"),
+            Self::Env(var) => f.write_str(var),
+            Self::Code => f.write_str("code"),
+        }
+    }
+}
+
+/// Where each setting of the budget came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origins {
+    pub(crate) shutdown_delay: Origin,
+    pub(crate) drain_timeout: Origin,
+    pub(crate) grace_period: Origin,
+    pub(crate) hook_timeout: Origin,
 }
 
 impl Config {
@@ -230,6 +271,12 @@ impl Config {
     /// The platform's grace period (`terminationGracePeriodSeconds`).
     pub fn grace_period(&self) -> Duration {
         self.grace_period
+    }
+    /// The platform the defaults were chosen for: detected from the environment (see
+    /// [`Platform`] for the variables and their order), or given with
+    /// [`Builder::platform`].
+    pub fn platform(&self) -> Platform {
+        self.platform
     }
     /// Time kept free before the platform's SIGKILL: the shutdown deadline is
     /// `grace_period - safety_margin` after the first trigger. Unless set, it is a tenth of
@@ -288,11 +335,12 @@ impl Config {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build()` is called"]
 pub struct Builder {
-    shutdown_delay: Option<Duration>,
-    drain_timeout: Duration,
-    grace_period: Duration,
+    shutdown_delay: Option<(Duration, Origin)>,
+    drain_timeout: Option<(Duration, Origin)>,
+    grace_period: Option<(Duration, Origin)>,
     safety_margin: Option<Duration>,
-    hook_timeout: Duration,
+    hook_timeout: Option<(Duration, Origin)>,
+    platform: PlatformSource,
     termination_log: TerminationLog,
     signals: Vec<Signal>,
     force_on_second_signal: bool,
@@ -300,6 +348,17 @@ pub struct Builder {
     concurrent_phases: Vec<crate::Phase>,
     unknown_vars: Vec<String>,
     sd_notify: crate::systemd::Source,
+}
+
+/// How the platform is known.
+#[derive(Debug, Clone, Copy)]
+enum PlatformSource {
+    /// Detected from the process environment when the configuration is validated.
+    Process,
+    /// Detected through `Builder::from_lookup`'s function (the variable that told it).
+    Lookup(Platform, Option<&'static str>),
+    /// `Builder::platform`.
+    Given(Platform),
 }
 
 #[derive(Debug, Clone)]
@@ -313,10 +372,11 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             shutdown_delay: None,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            grace_period: DEFAULT_GRACE_PERIOD,
+            drain_timeout: None,
+            grace_period: None,
             safety_margin: None,
-            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            hook_timeout: None,
+            platform: PlatformSource::Process,
             termination_log: TerminationLog::Auto,
             signals: vec![Signal::Term, Signal::Int],
             force_on_second_signal: true,
@@ -386,18 +446,13 @@ impl Builder {
                     Err(source) => Err(ConfigError::InvalidDuration { var, value, source }),
                 }
             };
-        if let Some(d) = duration(ENV_SHUTDOWN_DELAY, MAX_SHUTDOWN_DELAY)? {
-            builder.shutdown_delay = Some(d);
-        }
-        if let Some(d) = duration(ENV_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT)? {
-            builder.drain_timeout = d;
-        }
-        if let Some(d) = duration(ENV_GRACE_PERIOD, MAX_GRACE_PERIOD)? {
-            builder.grace_period = d;
-        }
-        if let Some(d) = duration(ENV_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT)? {
-            builder.hook_timeout = d;
-        }
+        let from_env = |var: &'static str, max| {
+            Ok::<_, ConfigError>(duration(var, max)?.map(|d| (d, Origin::Env(var))))
+        };
+        builder.shutdown_delay = from_env(ENV_SHUTDOWN_DELAY, MAX_SHUTDOWN_DELAY)?;
+        builder.drain_timeout = from_env(ENV_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT)?;
+        builder.grace_period = from_env(ENV_GRACE_PERIOD, MAX_GRACE_PERIOD)?;
+        builder.hook_timeout = from_env(ENV_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT)?;
         if let Some(path) = read(ENV_TERMINATION_LOG)? {
             builder.termination_log = if path == "none" {
                 TerminationLog::Off
@@ -406,31 +461,43 @@ impl Builder {
             };
         }
         builder.sd_notify = crate::systemd::Source::Lookup(crate::systemd::Env::read(&lookup));
+        let platform = Platform::detect(&lookup);
+        builder.platform = PlatformSource::Lookup(platform, platform.detected_by(&lookup));
         Ok(builder)
     }
 
-    /// Lame-duck time between the trigger and closing listeners. Default: 5 s when
-    /// `KUBERNETES_SERVICE_HOST` is set (the process runs in a pod), else 0. At most
-    /// [`MAX_SHUTDOWN_DELAY`] (24 h): a longer one makes [`config`](Self::config) and
-    /// [`build`](Self::build) fail with [`ConfigError::DurationTooLong`] naming
-    /// `shutdown_delay`.
+    /// Lame-duck time between the trigger and closing listeners. Default: the
+    /// platform's ([`Platform`]): 5 s on Kubernetes (`KUBERNETES_SERVICE_HOST` is set, the
+    /// process runs in a pod), else 0. At most [`MAX_SHUTDOWN_DELAY`] (24 h): a longer one
+    /// makes [`config`](Self::config) and [`build`](Self::build) fail with
+    /// [`ConfigError::DurationTooLong`] naming `shutdown_delay`.
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
-        self.shutdown_delay = Some(delay);
+        self.shutdown_delay = Some((delay, Origin::Code));
         self
     }
     /// How long in-flight requests and tracked tasks may take once listeners are closed.
-    /// Default 20 s. At most [`MAX_DRAIN_TIMEOUT`] (24 h): a longer one makes
-    /// [`config`](Self::config) and [`build`](Self::build) fail with
-    /// [`ConfigError::DurationTooLong`] naming `drain_timeout`.
+    /// Default: the platform's ([`Platform`]): 20 s, 7 s on Cloud Run, 3 s on Nomad. At
+    /// most [`MAX_DRAIN_TIMEOUT`] (24 h): a longer one makes [`config`](Self::config) and
+    /// [`build`](Self::build) fail with [`ConfigError::DurationTooLong`] naming
+    /// `drain_timeout`.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.drain_timeout = Some((timeout, Origin::Code));
         self
     }
-    /// The platform's grace period. Default 30 s. At most [`MAX_GRACE_PERIOD`] (24 h): a
+    /// The platform's grace period. Default: the platform's ([`Platform`]): 30 s, 10 s on
+    /// Cloud Run, 5 s on Nomad, 90 s under systemd. At most [`MAX_GRACE_PERIOD`] (24 h): a
     /// longer one makes [`config`](Self::config) and [`build`](Self::build) fail with
     /// [`ConfigError::DurationTooLong`] naming `grace_period`.
     pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace_period = grace;
+        self.grace_period = Some((grace, Origin::Code));
+        self
+    }
+    /// Choose the defaults for `platform` instead of detecting it from the environment
+    /// (the variables of [`Platform`]). Settings given in code or by `LAMEDUCK_*`
+    /// variables still win over its defaults. It changes nothing else: systemd's
+    /// notifications follow `NOTIFY_SOCKET` (see [`no_sd_notify`](Self::no_sd_notify)).
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = PlatformSource::Given(platform);
         self
     }
     /// Time kept free before the platform's SIGKILL. Default: a tenth of the grace period,
@@ -440,11 +507,12 @@ impl Builder {
         self.safety_margin = Some(margin);
         self
     }
-    /// Default per-hook timeout. Default 5 s. At most [`MAX_HOOK_TIMEOUT`] (24 h): a
-    /// longer one makes [`config`](Self::config) and [`build`](Self::build) fail with
+    /// Default per-hook timeout. Default: the platform's ([`Platform`]): 5 s, 2 s on
+    /// Nomad. At most [`MAX_HOOK_TIMEOUT`] (24 h): a longer one makes
+    /// [`config`](Self::config) and [`build`](Self::build) fail with
     /// [`ConfigError::DurationTooLong`] naming `hook_timeout`.
     pub fn hook_timeout(mut self, timeout: Duration) -> Self {
-        self.hook_timeout = timeout;
+        self.hook_timeout = Some((timeout, Origin::Code));
         self
     }
     /// Write the final report to `path`. Default: `/dev/termination-log` when it exists and
@@ -511,30 +579,45 @@ impl Builder {
         // given in code, before any of them is added to an instant.
         let bounded = [
             ("shutdown_delay", self.shutdown_delay, MAX_SHUTDOWN_DELAY),
-            ("drain_timeout", Some(self.drain_timeout), MAX_DRAIN_TIMEOUT),
-            ("grace_period", Some(self.grace_period), MAX_GRACE_PERIOD),
-            ("hook_timeout", Some(self.hook_timeout), MAX_HOOK_TIMEOUT),
+            ("drain_timeout", self.drain_timeout, MAX_DRAIN_TIMEOUT),
+            ("grace_period", self.grace_period, MAX_GRACE_PERIOD),
+            ("hook_timeout", self.hook_timeout, MAX_HOOK_TIMEOUT),
         ];
         for (setting, value, max) in bounded {
-            if let Some(value) = value
+            if let Some((value, _)) = value
                 && value > max
             {
                 return Err(too_long(setting, format!("{value:?}"), max));
             }
         }
-        let shutdown_delay = self.shutdown_delay.unwrap_or_else(|| {
-            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-                DEFAULT_KUBERNETES_SHUTDOWN_DELAY
-            } else {
-                Duration::ZERO
+        // The platform chooses each default that neither a variable nor code set.
+        let (platform, platform_source) = match self.platform {
+            PlatformSource::Process => {
+                let env = |name: &str| std::env::var_os(name);
+                let platform = Platform::detect(env);
+                (platform, platform.detected_by(env))
             }
-        });
+            PlatformSource::Lookup(platform, var) => (platform, var),
+            PlatformSource::Given(platform) => (platform, Some("Builder::platform")),
+        };
+        let budget = platform.budget();
+        let or_platform = |setting: Option<(Duration, Origin)>, default| {
+            setting.unwrap_or((default, Origin::Platform))
+        };
+        let (shutdown_delay, shutdown_delay_origin) =
+            or_platform(self.shutdown_delay, budget.shutdown_delay);
+        let (drain_timeout, drain_timeout_origin) =
+            or_platform(self.drain_timeout, budget.drain_timeout);
+        let (grace_period, grace_period_origin) =
+            or_platform(self.grace_period, budget.grace_period);
+        let (hook_timeout, hook_timeout_origin) =
+            or_platform(self.hook_timeout, budget.hook_timeout);
         let safety_margin = self
             .safety_margin
-            .unwrap_or_else(|| (self.grace_period / 10).min(MAX_AUTO_SAFETY_MARGIN));
-        if self.grace_period.is_zero() || safety_margin >= self.grace_period {
+            .unwrap_or_else(|| (grace_period / 10).min(MAX_AUTO_SAFETY_MARGIN));
+        if grace_period.is_zero() || safety_margin >= grace_period {
             return Err(ConfigError::GracePeriodTooShort {
-                grace_period: humantime::format_duration(self.grace_period),
+                grace_period: humantime::format_duration(grace_period),
                 safety_margin: humantime::format_duration(safety_margin),
             });
         }
@@ -559,19 +642,19 @@ impl Builder {
                     .map(|_| default.to_path_buf())
             }
         };
-        let deadline = self.grace_period - safety_margin;
+        let deadline = grace_period - safety_margin;
         let mut warnings: Vec<ConfigWarning> = self
             .unknown_vars
             .into_iter()
             .map(ConfigWarning::UnknownVariable)
             .collect();
-        let needed = shutdown_delay.saturating_add(self.drain_timeout);
+        let needed = shutdown_delay.saturating_add(drain_timeout);
         if needed > deadline {
             warnings.push(ConfigWarning::DrainExceedsDeadline { needed, deadline });
         }
-        if self.hook_timeout > deadline {
+        if hook_timeout > deadline {
             warnings.push(ConfigWarning::HookTimeoutExceedsDeadline {
-                hook_timeout: self.hook_timeout,
+                hook_timeout,
                 deadline,
             });
         }
@@ -580,10 +663,10 @@ impl Builder {
         }
         Ok(Config {
             shutdown_delay,
-            drain_timeout: self.drain_timeout,
-            grace_period: self.grace_period,
+            drain_timeout,
+            grace_period,
             safety_margin,
-            hook_timeout: self.hook_timeout,
+            hook_timeout,
             termination_log,
             signals: self.signals,
             force_on_second_signal: self.force_on_second_signal,
@@ -591,6 +674,14 @@ impl Builder {
             concurrent_phases: self.concurrent_phases,
             warnings,
             sd_notify: self.sd_notify.settings(),
+            platform,
+            platform_source: platform_source.unwrap_or("none"),
+            origins: Origins {
+                shutdown_delay: shutdown_delay_origin,
+                drain_timeout: drain_timeout_origin,
+                grace_period: grace_period_origin,
+                hook_timeout: hook_timeout_origin,
+            },
         })
     }
 
@@ -723,6 +814,198 @@ mod tests {
                     deadline: Duration::from_secs(9)
                 })
         );
+    }
+
+    /// Each platform's variable, and the defaults it brings: delay, grace, drain, hook.
+    const PLATFORMS: [(&str, Platform, [u64; 4]); 7] = [
+        (
+            "KUBERNETES_SERVICE_HOST",
+            Platform::Kubernetes,
+            [5, 30, 20, 5],
+        ),
+        ("K_SERVICE", Platform::CloudRun, [0, 10, 7, 5]),
+        (
+            "ECS_CONTAINER_METADATA_URI_V4",
+            Platform::Ecs,
+            [0, 30, 20, 5],
+        ),
+        ("NOMAD_ALLOC_ID", Platform::Nomad, [0, 5, 3, 2]),
+        ("NOTIFY_SOCKET", Platform::Systemd, [0, 90, 20, 5]),
+        ("INVOCATION_ID", Platform::Systemd, [0, 90, 20, 5]),
+        ("NO_PLATFORM_VARIABLE", Platform::Unknown, [0, 30, 20, 5]),
+    ];
+
+    fn budget_of(config: &Config) -> [u64; 4] {
+        [
+            config.shutdown_delay(),
+            config.grace_period(),
+            config.drain_timeout(),
+            config.hook_timeout(),
+        ]
+        .map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn each_platform_brings_its_budget_without_warnings() {
+        for (var, platform, budget) in PLATFORMS {
+            // A socket path systemd would give; the others only need to be set.
+            let config = Builder::from_lookup(lookup(&[(var, "/run/systemd/notify")]))
+                .unwrap()
+                .no_sd_notify()
+                .config()
+                .unwrap();
+            assert_eq!(config.platform(), platform, "{var}");
+            assert_eq!(budget_of(&config), budget, "{var}");
+            assert!(
+                config.warnings().is_empty(),
+                "{var}: {:?}",
+                config.warnings()
+            );
+            assert!(
+                config.shutdown_delay() + config.drain_timeout() <= config.deadline(),
+                "{var}"
+            );
+            assert!(config.hook_timeout() <= config.deadline(), "{var}");
+            let from_platform = Origin::Platform;
+            assert_eq!(
+                config.origins,
+                Origins {
+                    shutdown_delay: from_platform,
+                    drain_timeout: from_platform,
+                    grace_period: from_platform,
+                    hook_timeout: from_platform,
+                }
+            );
+            let expected_source = if platform == Platform::Unknown {
+                "none"
+            } else {
+                var
+            };
+            assert_eq!(config.platform_source, expected_source);
+        }
+    }
+
+    #[test]
+    fn a_given_platform_brings_the_same_budget_without_warnings() {
+        for (_, platform, budget) in PLATFORMS {
+            let config = Builder::default()
+                .platform(platform)
+                .no_sd_notify()
+                .config()
+                .unwrap();
+            assert_eq!(config.platform(), platform);
+            assert_eq!(budget_of(&config), budget, "{platform}");
+            assert!(
+                config.warnings().is_empty(),
+                "{platform}: {:?}",
+                config.warnings()
+            );
+            assert_eq!(config.platform_source, "Builder::platform");
+        }
+        // Given in code, it wins over what the variables say.
+        let config = Builder::from_lookup(lookup(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")]))
+            .unwrap()
+            .platform(Platform::Nomad)
+            .config()
+            .unwrap();
+        assert_eq!(config.platform(), Platform::Nomad);
+        assert_eq!(budget_of(&config), [0, 5, 3, 2]);
+    }
+
+    #[test]
+    fn explicit_variables_win_on_every_platform() {
+        for (var, platform, _) in PLATFORMS {
+            let config = Builder::from_lookup(lookup(&[
+                (var, "x"),
+                (ENV_SHUTDOWN_DELAY, "1s"),
+                (ENV_GRACE_PERIOD, "1m"),
+                (ENV_DRAIN_TIMEOUT, "40s"),
+                (ENV_HOOK_TIMEOUT, "3s"),
+            ]))
+            .unwrap()
+            .no_sd_notify()
+            .config()
+            .unwrap();
+            assert_eq!(config.platform(), platform, "{var}");
+            assert_eq!(budget_of(&config), [1, 60, 40, 3], "{var}");
+            assert_eq!(config.origins.grace_period, Origin::Env(ENV_GRACE_PERIOD));
+            assert_eq!(
+                config.origins.shutdown_delay,
+                Origin::Env(ENV_SHUTDOWN_DELAY)
+            );
+            assert_eq!(config.origins.drain_timeout, Origin::Env(ENV_DRAIN_TIMEOUT));
+            assert_eq!(config.origins.hook_timeout, Origin::Env(ENV_HOOK_TIMEOUT));
+            // And code wins over both.
+            let config = Builder::from_lookup(lookup(&[(var, "x"), (ENV_GRACE_PERIOD, "1m")]))
+                .unwrap()
+                .grace_period(Duration::from_secs(45))
+                .config()
+                .unwrap();
+            assert_eq!(config.grace_period(), Duration::from_secs(45));
+            assert_eq!(config.origins.grace_period, Origin::Code);
+        }
+    }
+
+    #[test]
+    fn one_explicit_variable_leaves_the_other_platform_defaults() {
+        // Nomad with a kill_timeout of 30 s: the grace period follows the variable, the
+        // drain and hook timeouts stay Nomad's.
+        let config = Builder::from_lookup(lookup(&[
+            ("NOMAD_ALLOC_ID", "5b1f3c4e"),
+            (ENV_GRACE_PERIOD, "30s"),
+        ]))
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(budget_of(&config), [0, 30, 3, 2]);
+        assert_eq!(config.origins.grace_period, Origin::Env(ENV_GRACE_PERIOD));
+        assert_eq!(config.origins.drain_timeout, Origin::Platform);
+        // Cloud Run with a lame duck after all.
+        let config = Builder::from_lookup(lookup(&[
+            ("K_SERVICE", "orders"),
+            (ENV_SHUTDOWN_DELAY, "2s"),
+        ]))
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(budget_of(&config), [2, 10, 7, 5]);
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    }
+
+    #[test]
+    fn the_first_platform_in_the_documented_order_wins() {
+        let cases: &[(&[&str], Platform)] = &[
+            // Knative on Kubernetes sets both: its pods stop the Kubernetes way.
+            (
+                &["K_SERVICE", "KUBERNETES_SERVICE_HOST"],
+                Platform::Kubernetes,
+            ),
+            (
+                &["K_SERVICE", "ECS_CONTAINER_METADATA_URI_V4"],
+                Platform::CloudRun,
+            ),
+            (
+                &["ECS_CONTAINER_METADATA_URI_V4", "NOMAD_ALLOC_ID"],
+                Platform::Ecs,
+            ),
+            // A container platform wins over systemd variables inherited from the host.
+            (
+                &["NOMAD_ALLOC_ID", "INVOCATION_ID", "NOTIFY_SOCKET"],
+                Platform::Nomad,
+            ),
+            (&["INVOCATION_ID", "NOTIFY_SOCKET"], Platform::Systemd),
+        ];
+        for (vars, platform) in cases {
+            let pairs: Vec<(&str, &str)> = vars.iter().map(|v| (*v, "x")).collect();
+            let config = Builder::from_lookup(lookup(&pairs))
+                .unwrap()
+                .no_sd_notify()
+                .config()
+                .unwrap();
+            assert_eq!(config.platform(), *platform, "{vars:?}");
+            let (_, _, budget) = PLATFORMS.iter().find(|(_, p, _)| p == platform).unwrap();
+            assert_eq!(budget_of(&config), *budget, "{vars:?}");
+        }
     }
 
     #[test]

@@ -52,6 +52,7 @@ mod health;
 mod hold;
 mod hooks;
 mod lifecycle;
+mod platform;
 mod report;
 mod signal;
 mod state;
@@ -73,6 +74,7 @@ pub use health::{
 pub use hold::Hold;
 pub use hooks::{Hook, HookOutcome, HookReport, HookResult, Phase};
 pub use lifecycle::{Lifecycle, Trigger};
+pub use platform::Platform;
 pub use report::{
     EXIT_DEADLINE, EXIT_UNCLEAN, MAX_REPORT_BYTES, Report, StateTiming, write_termination_message,
 };

@@ -134,8 +134,10 @@ impl fmt::Debug for Lifecycle {
 
 impl Lifecycle {
     /// A builder with the defaults (docs/configuration.md). No `LAMEDUCK_*` variable is
-    /// read; three defaults still look at the environment: the shutdown delay (5 s when
-    /// `KUBERNETES_SERVICE_HOST` is set, else 0), the termination log
+    /// read; three defaults still look at the environment: the platform, whose budget
+    /// sets the defaults of the delay, grace period, drain and hook timeouts (see
+    /// [`Platform`](crate::Platform): 5 s of delay when `KUBERNETES_SERVICE_HOST` is set,
+    /// and so on; [`Builder::platform`] sets it instead), the termination log
     /// (`/dev/termination-log` when it is writable), and systemd's notifications (sent
     /// when `NOTIFY_SOCKET` is set; see [`Builder::no_sd_notify`]).
     pub fn builder() -> Builder {
@@ -150,6 +152,21 @@ impl Lifecycle {
     }
 
     pub(crate) fn with_config(config: Config) -> Self {
+        let origins = &config.origins;
+        tracing::info!(
+            platform = %config.platform,
+            detected_by = %config.platform_source,
+            grace_period = %humantime::format_duration(config.grace_period),
+            grace_period_from = %origins.grace_period,
+            shutdown_delay = %humantime::format_duration(config.shutdown_delay),
+            shutdown_delay_from = %origins.shutdown_delay,
+            drain_timeout = %humantime::format_duration(config.drain_timeout),
+            drain_timeout_from = %origins.drain_timeout,
+            hook_timeout = %humantime::format_duration(config.hook_timeout),
+            hook_timeout_from = %origins.hook_timeout,
+            deadline = %humantime::format_duration(config.deadline()),
+            "shutdown budget"
+        );
         if let Some(path) = config.termination_log() {
             crate::report::install_panic_hook(path);
         }
