@@ -420,3 +420,69 @@ fn orders_exits_78_on_a_bad_admin_setting_without_echoing_the_token() {
         }
     }
 }
+
+/// The termination log read the way the kubelet reads it after a SIGKILL: while the
+/// shutdown runs, it already says that shutdown had begun, why, in which state and what
+/// it was waiting for; the final report would replace it, but the process is killed in
+/// the middle of its drain, before it gets there.
+#[test]
+fn a_sigkill_in_the_middle_of_the_drain_leaves_a_termination_message_that_says_so() {
+    let dir = TempDir::new("orders-sigkill");
+    let mut service = Service::start(
+        &binary("orders"),
+        dir.path(),
+        "orders",
+        &env(&[
+            (
+                "ORDERS_STATE",
+                dir.path().join("state.json").to_str().unwrap(),
+            ),
+            ("LAMEDUCK_SHUTDOWN_DELAY", "1s"),
+            ("LAMEDUCK_DRAIN_TIMEOUT", "60s"),
+            ("LAMEDUCK_GRACE_PERIOD", "90s"),
+        ]),
+    );
+    service.wait_ready();
+
+    // A request that outlasts the test, in flight across the shutdown.
+    let traffic = service.traffic;
+    let slow = std::thread::spawn(move || request(traffic, "GET", "/work?ms=120000", &[], None));
+    let message = |wanted: &str| -> serde_json::Value {
+        // The message is written by a thread of the service's own once the state has
+        // changed: read until it says so (a safety net, not a pace).
+        let patience = Instant::now() + PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(&service.termination_log).unwrap_or_default();
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+                && json["state"] == wanted
+            {
+                return json;
+            }
+            assert!(Instant::now() < patience, "no {wanted} message: {text:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    service.signal(Signal::SIGTERM);
+    service.wait_for_log("to=draining", PATIENCE);
+    let draining = message("draining");
+    assert_eq!(draining["in_progress"], true, "{draining}");
+    service.wait_for_log("to=stopping", PATIENCE);
+    let stopping = message("stopping");
+    assert_eq!(stopping["pending"]["requests"], 1, "{stopping}");
+
+    service.signal(Signal::SIGKILL);
+    assert_eq!(service.wait_exit(PATIENCE), 128 + 9);
+    let after_kill = service.report();
+    assert_eq!(after_kill["reason"], "signal:SIGTERM", "{after_kill}");
+    assert_eq!(after_kill["in_progress"], true, "{after_kill}");
+    assert_eq!(after_kill["clean"], false, "{after_kill}");
+    assert_eq!(after_kill["state"], "stopping", "{after_kill}");
+    assert!(
+        after_kill["since_trigger_ms"].as_u64().unwrap() >= 1000,
+        "{after_kill}"
+    );
+    assert_eq!(after_kill["pending"]["requests"], 1, "{after_kill}");
+    // The slow request was cut by the kill, not answered.
+    assert!(slow.join().unwrap().is_err());
+}

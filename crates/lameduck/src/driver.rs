@@ -1,6 +1,7 @@
 //! The shutdown sequence (docs/shutdown-timeline.md): one run per lifecycle, on its own
 //! task.
 
+use crate::progress::{Pending, Progress, ProgressLog};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -244,6 +245,15 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
 
     // Draining (lame duck): keep serving for the delay, for holds and Draining hooks.
     timeline.transition(&lifecycle, State::Draining);
+    // From here on the termination log says the shutdown is under way, should the
+    // process be killed before its report.
+    let progress = config.termination_log().and_then(ProgressLog::start);
+    let tell_progress = |state: State| {
+        if let Some(log) = &progress {
+            log.write(&progress_of(&lifecycle, &reason, state, triggered_at));
+        }
+    };
+    tell_progress(State::Draining);
     let lame_duck_ends = lame_duck_ends_at_the_latest(&lifecycle, deadline);
     let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, lame_duck_ends);
     let lame_duck = async {
@@ -272,6 +282,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
 
     // Stopping: listeners close, tokens are cancelled, in-flight work finishes.
     timeline.transition(&lifecycle, State::Stopping);
+    tell_progress(State::Stopping);
     inner.stop.cancel();
     inner.tasks.tracker.close();
     if interrupted.is_none() {
@@ -381,9 +392,15 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
             .saturating_duration_since(Instant::now())
             .clamp(TERMINATION_LOG_WAIT_MIN, TERMINATION_LOG_WAIT_MAX);
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let spawned = crate::report::spawn_write(path, report.to_json().into_bytes(), move |r| {
+        let bytes = report.to_json().into_bytes();
+        let tell = move |r| {
             let _ = done.send(r);
-        });
+        };
+        // After the progress messages, on their writer, so none can land after it.
+        let spawned = match &progress {
+            Some(log) => log.finish(bytes, tell),
+            None => crate::report::spawn_write(path, bytes, tell),
+        };
         let written = match spawned {
             Ok(()) => match tokio::time::timeout(within, outcome).await {
                 Ok(Ok(result)) => result,
@@ -412,6 +429,28 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         // Blocking threads or a stuck `main` must not carry the process past SIGKILL.
         std::process::exit(i32::from(status));
     }
+}
+
+/// The termination log's message for `state`, while the shutdown runs.
+fn progress_of(
+    lifecycle: &Lifecycle,
+    reason: &Reason,
+    state: State,
+    triggered_at: Instant,
+) -> Progress {
+    let inner = &lifecycle.inner;
+    let mut progress = Progress::new(
+        reason,
+        state,
+        Instant::now().saturating_duration_since(triggered_at),
+    );
+    progress.pending = Pending {
+        connections: inner.connections.active(),
+        requests: inner.requests.active(),
+        tasks: inner.tasks.running_names(),
+        holds: inner.drain_holds.names(),
+    };
+    progress
 }
 
 /// Wait for `fut`, unless the deadline passes or a second signal forces the exit first.

@@ -53,6 +53,7 @@ mod hold;
 mod hooks;
 mod lifecycle;
 mod platform;
+mod progress;
 mod report;
 mod signal;
 mod state;

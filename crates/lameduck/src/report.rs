@@ -284,7 +284,43 @@ fn is_success(item: &serde_json::Value) -> bool {
 /// the open does not block (a FIFO nobody reads fails at once with `ENXIO`) and neither do
 /// the writes (a full pipe fails with `WouldBlock`). A hung network file system can still
 /// block the open itself; [`write_within`] bounds that.
-fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+///
+/// Atomic where the path allows: a regular file (or none yet) is replaced by renaming a
+/// file written next to it, so a process killed mid-write leaves the previous message
+/// whole, never half of each. Where that cannot be done (Kubernetes bind-mounts
+/// `/dev/termination-log`, which a rename cannot replace, in a directory a non-root
+/// process cannot write; a FIFO or a symbolic link must stay what they are), the file is
+/// truncated and written in one call.
+pub(crate) fn write_message(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let replaceable = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata.file_type().is_file(),
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+    };
+    if replaceable && write_by_rename(path, bytes).is_ok() {
+        return Ok(());
+    }
+    write_in_place(path, bytes)
+}
+
+/// `bytes` into a new file beside `path`, then renamed over it.
+fn write_by_rename(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    let temporary = path.with_file_name(format!(
+        ".{}.{}.lameduck-tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written =
+        write_in_place(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+fn write_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -522,6 +558,49 @@ mod tests {
         write_termination_message(&path, &r.to_json(), Duration::from_secs(5)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), r.to_json());
         std::fs::remove_file(&path).ok();
+    }
+
+    /// A regular file is replaced whole: whoever had the old one open still reads the
+    /// old message, never a mix, and a kill during the write would leave it intact.
+    #[test]
+    fn a_regular_file_is_replaced_by_a_rename() {
+        use std::io::Read;
+        let dir = std::env::temp_dir().join(format!("lameduck-rename-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("termination-log");
+        std::fs::write(&path, "old message").unwrap();
+        let mut old = std::fs::File::open(&path).unwrap();
+        write_message(&path, b"new message").unwrap();
+        let mut seen = String::new();
+        old.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "old message");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new message");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A symbolic link is written through, not replaced by a file of its own.
+    #[test]
+    fn a_symbolic_link_stays_a_link() {
+        let dir = std::env::temp_dir().join(format!("lameduck-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        let link = dir.join("termination-log");
+        std::fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_message(&link, b"through the link").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "through the link"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
