@@ -119,6 +119,18 @@ impl Service {
     /// Start `binary` with fresh ports, `env` on top, stdout and stderr to
     /// `dir/<name>.log`.
     pub fn start(binary: &Path, dir: &Path, name: &str, env: &[(&str, String)]) -> Self {
+        Self::start_without(binary, dir, name, env, &[])
+    }
+
+    /// [`start`](Self::start) with the variables `unset` removed from the environment
+    /// (this process's and those `start` sets), e.g. `NO_COLOR`.
+    pub fn start_without(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        env: &[(&str, String)],
+        unset: &[&str],
+    ) -> Self {
         let traffic = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.join(format!("{name}.log"));
@@ -135,6 +147,9 @@ impl Service {
             .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
+        }
+        for key in unset {
+            command.env_remove(key);
         }
         let mut child = command.spawn().expect("starting the service");
         let (lines, log_done) = tee_lines(

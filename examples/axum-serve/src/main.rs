@@ -50,12 +50,7 @@ use axum::{Router, routing::get};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<lameduck::Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    example_logging::init()?;
     // First: SIGTERM is heard from here on.
     let lifecycle = lameduck::Lifecycle::from_env()?;
 

@@ -12,7 +12,7 @@ use greeter::{MyGreeter, StreamSettings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<lameduck::Report> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    example_logging::init()?;
     let lifecycle = lameduck::Lifecycle::from_env()?;
 
     let port = env_or("PORT", "50051")?;

@@ -5,7 +5,7 @@ use axum::{Router, routing::get};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<lameduck::Report> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    example_logging::init()?;
     let lifecycle = lameduck::Lifecycle::from_env()?;
 
     let app = Router::new().route("/", get(|| async { "hello\n" }));

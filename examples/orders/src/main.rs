@@ -24,13 +24,8 @@ use crate::store::Orders;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<lameduck::Report> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // A bad setting exits 78 (EX_CONFIG), naming the variable and the value.
+    example_logging::init().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
     let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
     let admin = Admin::from_env(&lifecycle).unwrap_or_else(|e| lameduck::exit_on_config_error(e));
     let settings = Settings::from_env().unwrap_or_else(|e| {
