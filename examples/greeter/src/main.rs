@@ -43,7 +43,8 @@ fn stream_settings() -> anyhow::Result<StreamSettings> {
     let replies = replies.parse().with_context(|| {
         format!("GREETER_STREAM_REPLIES={replies:?} is not a whole number of replies")
     })?;
-    let interval = env_or("GREETER_STREAM_INTERVAL", "1s")?;
+    let default_interval = humantime::format_duration(defaults.interval).to_string();
+    let interval = env_or("GREETER_STREAM_INTERVAL", &default_interval)?;
     let interval = humantime::parse_duration(&interval).with_context(|| {
         format!("GREETER_STREAM_INTERVAL={interval:?} is not a duration such as 500ms or 1s")
     })?;
