@@ -206,24 +206,7 @@ struct Shared {
 impl Shared {
     /// Waits for the next send time; false once the run is over (as the HTTP load's).
     async fn next_slot(&self) -> bool {
-        if self.stop.is_cancelled() {
-            return false;
-        }
-        let now = Instant::now();
-        let at = match &self.pacer {
-            Some(pacer) => pacer.claim(now),
-            None => now,
-        };
-        if self.deadline.is_some_and(|deadline| at >= deadline) {
-            return false;
-        }
-        if at <= now {
-            return true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(at.into()) => true,
-            () = self.stop.cancelled() => false,
-        }
+        crate::load::next_slot(&self.stop, self.pacer.as_ref(), self.deadline).await
     }
 }
 

@@ -99,6 +99,34 @@ struct Shared {
     refused_since: AtomicU64,
 }
 
+/// Waits for the next send time a run's workers share (from `pacer`, or at once without
+/// one); false once the run is over: `stop` cancelled, or the slot at or after `deadline`.
+/// The HTTP and the gRPC load pace the same way.
+pub(crate) async fn next_slot(
+    stop: &CancellationToken,
+    pacer: Option<&Pacer>,
+    deadline: Option<Instant>,
+) -> bool {
+    if stop.is_cancelled() {
+        return false;
+    }
+    let now = Instant::now();
+    let at = match pacer {
+        Some(pacer) => pacer.claim(now),
+        None => now,
+    };
+    if deadline.is_some_and(|deadline| at >= deadline) {
+        return false;
+    }
+    if at <= now {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep_until(at.into()) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
 /// Hands out send times `interval` apart, shared by all workers, so the aggregate rate is
 /// steady however the work is spread. A slot is never in the past: when every worker was
 /// busy (a slow or hanging server), missed slots are skipped rather than sent as a burst
@@ -132,24 +160,7 @@ impl Shared {
 
     /// Waits for this worker's next send time; false once the run is over.
     async fn next_slot(&self) -> bool {
-        if self.stop.is_cancelled() {
-            return false;
-        }
-        let now = Instant::now();
-        let at = match &self.pacer {
-            Some(pacer) => pacer.claim(now),
-            None => now,
-        };
-        if self.deadline.is_some_and(|deadline| at >= deadline) {
-            return false;
-        }
-        if at <= now {
-            return true;
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(at.into()) => true,
-            () = self.stop.cancelled() => false,
-        }
+        next_slot(&self.stop, self.pacer.as_ref(), self.deadline).await
     }
 
     fn on_refused(&self) {

@@ -17,7 +17,7 @@ use lameduck_loadgen::{Counts, GrpcDetail, GrpcLoadConfig, GrpcReport};
 use serde::{Deserialize, Serialize};
 
 use crate::failed_requests::{Settings, add};
-use crate::process::{Bins, Ready, Service, Side, Spec, free_port, ms};
+use crate::process::{Bins, Service, Side, Spec, ms};
 
 const READY_WITHIN: Duration = Duration::from_secs(15);
 
@@ -119,21 +119,7 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
 /// `baseline-tonic` on a fresh port. Its readiness is a `SayHello` that is answered (it
 /// has no HTTP/1 endpoint to poll).
 fn baseline_spec(program: std::path::PathBuf) -> Result<Spec> {
-    let port = free_port()?;
-    Ok(Spec {
-        name: "baseline-tonic".to_owned(),
-        program,
-        args: Vec::new(),
-        env: vec![("PORT".to_owned(), port.to_string())],
-        port,
-        ready: Ready {
-            port,
-            path: String::new(),
-        },
-        report: None,
-        own_group: false,
-        cpus: None,
-    })
+    Spec::plain("baseline-tonic", program, "")
 }
 
 fn new_side(side: Side, service: &str) -> SideOutcome {

@@ -258,16 +258,23 @@ impl Spec {
 
     /// `baseline-axum` on a fresh port; readiness from its `GET /ready`.
     pub(crate) fn baseline(program: PathBuf) -> Result<Spec> {
+        Self::plain("baseline-axum", program, "/ready")
+    }
+
+    /// A baseline server without lameduck, `name`, on a fresh port given as `PORT`;
+    /// [`start`](Self::start) waits for `GET ready_path` on that port (a part that waits
+    /// in its own way, as the gRPC one does, passes an empty path and spawns).
+    pub(crate) fn plain(name: &str, program: PathBuf, ready_path: &str) -> Result<Spec> {
         let port = free_port()?;
         Ok(Spec {
-            name: "baseline-axum".to_owned(),
+            name: name.to_owned(),
             program,
             args: Vec::new(),
             env: vec![("PORT".to_owned(), port.to_string())],
             port,
             ready: Ready {
                 port,
-                path: "/ready".to_owned(),
+                path: ready_path.to_owned(),
             },
             report: None,
             own_group: false,
