@@ -239,7 +239,11 @@ pub(crate) async fn drive<C: GracefulConnection>(
         if look && !seen_draining && draining.as_mut().poll(cx).is_ready() {
             seen_draining = true;
         }
-        let opened_while_draining = *opened_while_draining.get_or_insert(seen_draining);
+        // Asked of the lifecycle itself, not only of the relayed token: a connection
+        // accepted just after the trigger, before the relay has passed it on, was opened
+        // in the delay too.
+        let opened_while_draining = *opened_while_draining
+            .get_or_insert_with(|| seen_draining || server.lifecycle.state().is_shutting_down());
         loop {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 if let Err(error) = result {
@@ -449,6 +453,34 @@ mod tests {
             assert_pending!(drive.poll());
         }
         assert_eq!(connection.shutdowns, 1);
+    }
+
+    /// The relay of the lifecycle's state to the server lags behind it a little: a
+    /// connection accepted in that moment was still opened after the trigger.
+    #[tokio::test(start_paused = true)]
+    async fn http2_opened_before_the_relay_heard_of_the_trigger_gets_goaway_at_stopping() {
+        let mut server = server(None);
+        server.lifecycle = lameduck::Lifecycle::builder()
+            .shutdown_delay(Duration::from_secs(60))
+            .exit_process(false)
+            .no_signals()
+            .no_termination_log()
+            .build()
+            .expect("a valid test configuration");
+        let driver = server.lifecycle.clone();
+        let _run = tokio::spawn(async move { driver.run().await });
+        server.lifecycle.shutdown();
+        server.lifecycle.draining().await;
+        let state = state(Protocol::Http2);
+        let mut connection = pin!(FakeConnection::default());
+        {
+            // The relayed state is still Ready at the first poll, Draining right after.
+            let mut drive = task::spawn(drive(connection.as_mut(), &state, &server));
+            assert_pending!(drive.poll());
+            server.states.set(State::Draining);
+            assert_pending!(drive.poll());
+        }
+        assert_eq!(connection.shutdowns, 0);
     }
 
     #[tokio::test(start_paused = true)]
