@@ -142,3 +142,38 @@ fn a_bad_log_format_stops_the_service_naming_the_variable_and_the_value() {
         assert!(logs.contains("`text`") && logs.contains("`json`"), "{logs}");
     }
 }
+
+/// The start-up line states the platform (and what announced it) and the budget assumed,
+/// with where each setting came from; an explicit `LAMEDUCK_*` setting wins over the
+/// platform's default.
+#[test]
+fn the_start_up_line_states_the_platform_and_the_budget_assumed() {
+    let logs = run_through_a_shutdown(
+        "hello",
+        "logs-budget-cloud-run",
+        &[("K_SERVICE", "hello"), ("LAMEDUCK_GRACE_PERIOD", "8s")],
+        true,
+    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("shutdown budget"))
+        .unwrap_or_else(|| panic!("no budget line in:\n{logs}"));
+    for wanted in [
+        "platform=cloud-run",
+        "detected_by=K_SERVICE",
+        "grace_period=8s grace_period_from=LAMEDUCK_GRACE_PERIOD",
+        "shutdown_delay=0s shutdown_delay_from=platform",
+        "drain_timeout=7s drain_timeout_from=platform",
+    ] {
+        assert!(line.contains(wanted), "no {wanted:?} in {line:?}");
+    }
+
+    let logs = run_through_a_shutdown("hello", "logs-budget-unknown", &[], true);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("shutdown budget"))
+        .unwrap_or_else(|| panic!("no budget line in:\n{logs}"));
+    for wanted in ["platform=unknown", "detected_by=none", "grace_period=30s"] {
+        assert!(line.contains(wanted), "no {wanted:?} in {line:?}");
+    }
+}

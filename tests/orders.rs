@@ -361,6 +361,9 @@ fn hello_shuts_down_cleanly_on_sigterm() {
     let report = service.report();
     assert_eq!(report["reason"], "signal:SIGTERM");
     assert_eq!(report["clean"], true);
+    // Two listeners hear it (the runtime's and a thread of its own); one says so.
+    let logs = service.logs();
+    assert_eq!(logs.matches("signal received").count(), 1, "{logs}");
 }
 
 /// `hello`'s `main` returns `anyhow::Result<lameduck::Report>` and passes a configuration
@@ -485,4 +488,125 @@ fn a_sigkill_in_the_middle_of_the_drain_leaves_a_termination_message_that_says_s
     assert_eq!(after_kill["pending"]["requests"], 1, "{after_kill}");
     // The slow request was cut by the kill, not answered.
     assert!(slow.join().unwrap().is_err());
+}
+
+/// The value of the one Prometheus sample `series` (name and labels exactly as rendered)
+/// in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// `GET /metrics` on the admin port: lameduck's metrics as Prometheus text, current at
+/// each scrape, so a scrape in the delay sees the shutdown under way.
+#[test]
+fn metrics_are_scraped_on_the_admin_port_and_follow_the_shutdown() {
+    let dir = TempDir::new("orders-metrics");
+    let mut service = Service::start(
+        &binary("orders"),
+        dir.path(),
+        "orders",
+        &env(&[
+            (
+                "ORDERS_STATE",
+                dir.path().join("state.json").to_str().unwrap(),
+            ),
+            ("LAMEDUCK_SHUTDOWN_DELAY", "30s"),
+            ("LAMEDUCK_GRACE_PERIOD", "60s"),
+        ]),
+    );
+    service.wait_ready();
+    let ready = get(service.admin, "/metrics").expect("GET /metrics");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert!(
+        ready
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{ready:?}"
+    );
+    let text = &ready.body;
+    for help in [
+        "# TYPE lameduck_state gauge",
+        "# TYPE lameduck_requests_in_flight gauge",
+        "# TYPE lameduck_connections_open gauge",
+        "# TYPE lameduck_state_duration_seconds gauge",
+        "# TYPE lameduck_hook_runs_total counter",
+        "# TYPE lameduck_hook_duration_seconds summary",
+        "# TYPE lameduck_health_checks_total counter",
+        "# TYPE lameduck_health_check_duration_seconds summary",
+    ] {
+        assert!(text.contains(help), "no {help:?} in\n{text}");
+    }
+    assert_eq!(
+        sample(text, "lameduck_state{state=\"ready\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "lameduck_state{state=\"draining\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "lameduck_requests_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    // This scrape's connection is on the admin port, which is no traffic connection.
+    assert_eq!(
+        sample(text, "lameduck_connections_open"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            text,
+            "lameduck_hook_runs_total{hook=\"warm-up\",phase=\"startup\",outcome=\"ok\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            text,
+            "lameduck_health_checks_total{check=\"order-queue\",kind=\"readiness\",result=\"pass\"}"
+        )
+        .is_some_and(|runs| runs >= 1.0),
+        "{text}"
+    );
+
+    service.signal(Signal::SIGTERM);
+    service.wait_for_log("to=draining", PATIENCE);
+    let draining = get(service.admin, "/metrics").expect("GET /metrics in the delay");
+    assert_eq!(draining.status, 200, "{draining:?}");
+    let text = &draining.body;
+    assert_eq!(
+        sample(text, "lameduck_state{state=\"ready\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "lameduck_state{state=\"draining\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(text, "lameduck_shutdowns_total{reason=\"signal:SIGTERM\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(text, "lameduck_state_duration_seconds{state=\"ready\"}").is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(text, "lameduck_shutdown_duration_seconds").is_some_and(|s| s < 30.0),
+        "{text}"
+    );
+
+    // A second signal ends the 30 s delay at once; the scrape has seen what it came for.
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.wait_exit(PATIENCE), 128 + 15);
 }

@@ -402,9 +402,9 @@ where
             // even if no request ever reads the state.
             shared.states.follow();
             let connections = TaskTracker::new();
-            // The listener counts as a connection until it is closed, so that Stopping
-            // cannot end between its start and the accepting of the queued connections.
-            let listening = lifecycle.connections().enter();
+            // The listener is counted until it is closed, so that Stopping cannot end
+            // between its start and the accepting of the queued connections.
+            let listening = lifecycle.listeners().enter();
             let stop = lifecycle.stop_token();
             loop {
                 tokio::select! {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
 use crate::clock::{FAR_FUTURE, deadline_after};
 use crate::hooks::{HookOutcome, HookReport, Phase, millis, run_hook};
@@ -67,42 +68,53 @@ impl Timeline {
 }
 
 /// Hook outcomes in the order the hooks were due; a hook's slot holds `abandoned` until it
-/// finishes, so whatever a deadline or a forced exit interrupts is reported as such.
+/// finishes, so whatever a deadline or a forced exit interrupts is reported as such. Each
+/// slot also says whether its outcome reached the metrics: a finished run's did (from
+/// `run_hook`), a slot that never finished is counted as abandoned when the log is taken.
 #[derive(Default)]
-struct HookLog(Mutex<Vec<HookReport>>);
+struct HookLog(Mutex<Vec<(HookReport, bool)>>);
 
 impl HookLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(HookReport, bool)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
     fn reserve(&self, name: String, phase: &'static str) -> usize {
-        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        log.push(HookReport::abandoned(name, phase));
+        let mut log = self.lock();
+        log.push((HookReport::abandoned(name, phase), false));
         log.len() - 1
     }
     fn record(&self, slot: usize, report: HookReport) {
-        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = log.get_mut(slot) {
-            *entry = report;
+        if let Some(entry) = self.lock().get_mut(slot) {
+            *entry = (report, true);
         }
     }
     /// Drop the newest slot (startup attempts are sequential, so it is the caller's).
     fn pop(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        self.lock().pop();
     }
     fn push(&self, report: HookReport) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(report);
+        self.lock().push((report, false));
     }
     /// Startup attempts a trigger interrupted, or whose retry it ended: a shutdown before
     /// Ready is orderly, and the log already has each failure.
     fn forget_startup(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|report| report.phase != "startup");
+        self.lock().retain(|(report, _)| report.phase != "startup");
     }
     fn take(&self) -> Vec<HookReport> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *self.lock())
+            .into_iter()
+            .map(|(report, counted)| {
+                if !counted {
+                    crate::metrics::hook_ran(
+                        &report.name,
+                        report.phase,
+                        report.outcome,
+                        Duration::ZERO,
+                    );
+                }
+                report
+            })
+            .collect()
     }
 }
 
@@ -126,15 +138,21 @@ fn cut_now(lifecycle: &Lifecycle, cut: &Mutex<Cut>) {
     inner.cut_fired.store(true, Ordering::Release);
     inner.cut.cancel();
     let mut cut = cut.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::metrics::cut(
+        requests.saturating_sub(cut.requests),
+        connections.saturating_sub(cut.connections),
+        tasks.len(),
+    );
     cut.connections = cut.connections.max(connections);
     cut.requests = cut.requests.max(requests);
     cut.tasks.extend(tasks);
 }
 
-/// Resolves once no connection, request or tracked task is live.
+/// Resolves once no listener, connection, request or tracked task is live.
 async fn all_done(lifecycle: &Lifecycle) {
     let inner = &lifecycle.inner;
     tokio::join!(
+        inner.listeners.idle(),
         inner.connections.idle(),
         inner.requests.idle(),
         inner.tasks.tracker.wait(),
@@ -207,7 +225,6 @@ fn not_before_now(deadline: Instant, before: Duration) -> Instant {
 
 pub(crate) async fn drive(lifecycle: Lifecycle) {
     let inner = Arc::clone(&lifecycle.inner);
-    let config = &inner.config;
     let mut timeline = Timeline {
         entered: vec![(State::Starting, Instant::now())],
     };
@@ -233,6 +250,28 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
         // `triggered` is only cancelled after `trigger` is set.
         None => (Reason::Api, Instant::now()),
     };
+    crate::metrics::shutdown_began(&reason);
+    let span = tracing::info_span!("shutdown", reason = %reason);
+    shut_down(lifecycle, timeline, hook_log, reason, triggered_at)
+        .instrument(span)
+        .await;
+}
+
+/// A tracing span for one state of the shutdown, within the `shutdown` span.
+fn state_span(state: State) -> tracing::Span {
+    tracing::info_span!("state", state = %state)
+}
+
+/// From the trigger to Stopped.
+async fn shut_down(
+    lifecycle: Lifecycle,
+    mut timeline: Timeline,
+    hook_log: HookLog,
+    reason: Reason,
+    triggered_at: Instant,
+) {
+    let inner = Arc::clone(&lifecycle.inner);
+    let config = &inner.config;
     let deadline = deadline_after(triggered_at, config.deadline());
     if config.exit_process() {
         arm_watchdog(&lifecycle);
@@ -243,8 +282,6 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
     // end early enough to leave them that time (see `cut_at_the_latest`).
     let cut = Mutex::new(Cut::default());
 
-    // Draining (lame duck): keep serving for the delay, for holds and Draining hooks.
-    timeline.transition(&lifecycle, State::Draining);
     // From here on the termination log says the shutdown is under way, should the
     // process be killed before its report.
     let progress = config.termination_log().and_then(ProgressLog::start);
@@ -253,107 +290,119 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
             log.write(&progress_of(&lifecycle, &reason, state, triggered_at));
         }
     };
-    tell_progress(State::Draining);
-    let lame_duck_ends = lame_duck_ends_at_the_latest(&lifecycle, deadline);
-    let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, lame_duck_ends);
-    let lame_duck = async {
-        tokio::join!(
-            sleep_until(deadline_after(triggered_at, config.shutdown_delay())),
-            inner.drain_holds.released(),
-            draining_hooks,
-        )
-    };
-    let mut interrupted = match bounded(&lifecycle, lame_duck_ends, lame_duck).await {
-        Ok(_) => None,
-        Err(Interrupted::Forced) => Some(Interrupted::Forced),
-        Err(Interrupted::Deadline) if lame_duck_ends >= deadline => {
-            tracing::error!("shutdown deadline reached; abandoning what is pending");
-            Some(Interrupted::Deadline)
-        }
-        Err(Interrupted::Deadline) => {
-            tracing::warn!(
-                holds = ?inner.drain_holds.names(),
-                "lame duck cut short to leave the AfterDrain hooks their time"
-            );
-            None
-        }
-    };
-    let mut holds_abandoned = inner.drain_holds.names();
 
-    // Stopping: listeners close, tokens are cancelled, in-flight work finishes.
-    timeline.transition(&lifecycle, State::Stopping);
-    tell_progress(State::Stopping);
-    inner.stop.cancel();
-    inner.tasks.tracker.close();
-    if interrupted.is_none() {
-        let cut_by = cut_at_the_latest(&lifecycle, deadline);
-        let drain_deadline = deadline_after(Instant::now(), config.drain_timeout()).min(cut_by);
-        let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, cut_by);
-        // The drain timeout cuts in-flight work on time even while Stopping hooks still
-        // run; the hooks have timeouts of their own.
-        let drain = async {
-            tokio::select! {
-                _ = all_done(&lifecycle) => {}
-                _ = sleep_until(drain_deadline) => {
-                    tracing::warn!(
-                        connections = inner.connections.active(),
-                        requests = inner.requests.active(),
-                        tasks = ?inner.tasks.running_names(),
-                        "drain timeout reached; cutting what remains"
-                    );
-                    cut_now(&lifecycle, &cut);
-                }
+    // Draining (lame duck): keep serving for the delay, for holds and Draining hooks.
+    let (mut interrupted, mut holds_abandoned) = async {
+        timeline.transition(&lifecycle, State::Draining);
+        tell_progress(State::Draining);
+        let lame_duck_ends = lame_duck_ends_at_the_latest(&lifecycle, deadline);
+        let draining_hooks = run_phase(&lifecycle, &hook_log, Phase::Draining, lame_duck_ends);
+        let lame_duck = async {
+            tokio::join!(
+                sleep_until(deadline_after(triggered_at, config.shutdown_delay())),
+                inner.drain_holds.released(),
+                draining_hooks,
+            )
+        };
+        let interrupted = match bounded(&lifecycle, lame_duck_ends, lame_duck).await {
+            Ok(_) => None,
+            Err(Interrupted::Forced) => Some(Interrupted::Forced),
+            Err(Interrupted::Deadline) if lame_duck_ends >= deadline => {
+                tracing::error!("shutdown deadline reached; abandoning what is pending");
+                Some(Interrupted::Deadline)
+            }
+            Err(Interrupted::Deadline) => {
+                tracing::warn!(
+                    holds = ?inner.drain_holds.names(),
+                    "lame duck cut short to leave the AfterDrain hooks their time"
+                );
+                None
             }
         };
-        if let Err(why) = bounded(&lifecycle, deadline, async {
-            tokio::join!(drain, stopping_hooks)
-        })
-        .await
-        {
-            interrupted = Some(why);
-        }
+        (interrupted, inner.drain_holds.names())
     }
+    .instrument(state_span(State::Draining))
+    .await;
 
-    if interrupted.is_none() {
-        // AfterDrain begins only once every handler has returned or been dropped: servers
-        // drop what they still run when the cut fires, a scheduling or two later. A server
-        // that does not is waited for until the deadline leaves the hooks only their time.
-        let settled = async {
-            let settle_until = after_drain_begins(&lifecycle, deadline);
-            tokio::select! {
-                _ = all_done(&lifecycle) => {}
-                _ = sleep_until(settle_until) => {
-                    tracing::error!(
-                        connections = inner.connections.active(),
-                        requests = inner.requests.active(),
-                        "work still running after the cut; AfterDrain hooks begin anyway"
-                    );
-                    cut_now(&lifecycle, &cut);
+    // Stopping: listeners close, tokens are cancelled, in-flight work finishes, then the
+    // AfterDrain hooks run.
+    async {
+        timeline.transition(&lifecycle, State::Stopping);
+        tell_progress(State::Stopping);
+        inner.stop.cancel();
+        inner.tasks.tracker.close();
+        if interrupted.is_none() {
+            let cut_by = cut_at_the_latest(&lifecycle, deadline);
+            let drain_deadline = deadline_after(Instant::now(), config.drain_timeout()).min(cut_by);
+            let stopping_hooks = run_phase(&lifecycle, &hook_log, Phase::Stopping, cut_by);
+            // The drain timeout cuts in-flight work on time even while Stopping hooks still
+            // run; the hooks have timeouts of their own.
+            let drain = async {
+                tokio::select! {
+                    _ = all_done(&lifecycle) => {}
+                    _ = sleep_until(drain_deadline) => {
+                        tracing::warn!(
+                            connections = inner.connections.active(),
+                            requests = inner.requests.active(),
+                            tasks = ?inner.tasks.running_names(),
+                            "drain timeout reached; cutting what remains"
+                        );
+                        cut_now(&lifecycle, &cut);
+                    }
                 }
+            };
+            if let Err(why) = bounded(&lifecycle, deadline, async {
+                tokio::join!(drain, stopping_hooks)
+            })
+            .await
+            {
+                interrupted = Some(why);
             }
-        };
-        if let Err(why) = bounded(&lifecycle, deadline, settled).await {
-            interrupted = Some(why);
+        }
+
+        if interrupted.is_none() {
+            // AfterDrain begins only once every handler has returned or been dropped: servers
+            // drop what they still run when the cut fires, a scheduling or two later. A server
+            // that does not is waited for until the deadline leaves the hooks only their time.
+            let settled = async {
+                let settle_until = after_drain_begins(&lifecycle, deadline);
+                tokio::select! {
+                    _ = all_done(&lifecycle) => {}
+                    _ = sleep_until(settle_until) => {
+                        tracing::error!(
+                            connections = inner.connections.active(),
+                            requests = inner.requests.active(),
+                            "work still running after the cut; AfterDrain hooks begin anyway"
+                        );
+                        cut_now(&lifecycle, &cut);
+                    }
+                }
+            };
+            if let Err(why) = bounded(&lifecycle, deadline, settled).await {
+                interrupted = Some(why);
+            }
+        }
+        if interrupted.is_none() {
+            let after_drain = run_phase(&lifecycle, &hook_log, Phase::AfterDrain, deadline);
+            interrupted = bounded(&lifecycle, deadline, after_drain).await.err();
+        }
+        if interrupted.is_none() {
+            // Responses that must reach their client before the process exits (`/shutdown`).
+            if let Err(why) = bounded(&lifecycle, deadline, inner.exit_holds.released()).await {
+                interrupted = Some(why);
+                holds_abandoned.extend(inner.exit_holds.names());
+            }
+        }
+        if interrupted.is_some() {
+            if interrupted == Some(Interrupted::Deadline) {
+                tracing::error!("shutdown deadline reached; abandoning what is pending");
+            }
+            cut_now(&lifecycle, &cut);
+            abandon_unrun_hooks(&lifecycle, &hook_log);
         }
     }
-    if interrupted.is_none() {
-        let after_drain = run_phase(&lifecycle, &hook_log, Phase::AfterDrain, deadline);
-        interrupted = bounded(&lifecycle, deadline, after_drain).await.err();
-    }
-    if interrupted.is_none() {
-        // Responses that must reach their client before the process exits (`/shutdown`).
-        if let Err(why) = bounded(&lifecycle, deadline, inner.exit_holds.released()).await {
-            interrupted = Some(why);
-            holds_abandoned.extend(inner.exit_holds.names());
-        }
-    }
-    if interrupted.is_some() {
-        if interrupted == Some(Interrupted::Deadline) {
-            tracing::error!("shutdown deadline reached; abandoning what is pending");
-        }
-        cut_now(&lifecycle, &cut);
-        abandon_unrun_hooks(&lifecycle, &hook_log);
-    }
+    .instrument(state_span(State::Stopping))
+    .await;
     if let Some(task) = inner
         .signal_task
         .lock()
@@ -364,6 +413,7 @@ pub(crate) async fn drive(lifecycle: Lifecycle) {
     }
 
     let stopped_at = Instant::now();
+    crate::metrics::shutdown_ended(stopped_at - triggered_at);
     let stopping_since = timeline.entered.last().map_or(stopped_at, |(_, at)| *at);
     timeline.entered.push((State::Stopped, stopped_at));
     let cut = cut.into_inner().unwrap_or_else(PoisonError::into_inner);
@@ -482,6 +532,7 @@ async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
             // runs (a trigger may cut it), then its failure while the retry waits.
             let slot = hook_log.reserve(hook.name.clone(), "startup");
             let report = run_hook(
+                &hook.span,
                 hook.name.clone(),
                 "startup",
                 (hook.run)(),
@@ -535,8 +586,15 @@ fn run_phase<'a>(
             let slot = hook_log.reserve(hook.name.clone(), phase.as_str());
             let timeout = hook.timeout.unwrap_or(default_timeout);
             async move {
-                let report =
-                    run_hook(hook.name, phase.as_str(), (hook.run)(), timeout, deadline).await;
+                let report = run_hook(
+                    &hook.span,
+                    hook.name,
+                    phase.as_str(),
+                    (hook.run)(),
+                    timeout,
+                    deadline,
+                )
+                .await;
                 hook_log.record(slot, report);
             }
         })
@@ -573,7 +631,14 @@ pub(crate) async fn listen_for_signals(lifecycle: Lifecycle, mut listener: Signa
 
 /// The first signal this listener heard: a trigger (a no-op when another came first).
 fn heard_first(lifecycle: &Lifecycle, signal: Signal) {
-    tracing::info!(%signal, "signal received");
+    // Both listeners hear the same delivery: one of them says so.
+    if !lifecycle
+        .inner
+        .first_signal_logged
+        .swap(true, Ordering::SeqCst)
+    {
+        tracing::info!(%signal, "signal received");
+    }
     lifecycle.trigger(Reason::Signal(signal));
 }
 

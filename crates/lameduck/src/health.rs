@@ -256,7 +256,9 @@ impl Entry {
     }
 
     fn finish(&self, outcome: &Outcome, started: Instant) {
-        let duration_ms = millis(started.elapsed());
+        let took = started.elapsed();
+        crate::metrics::check_ran(&self.name, self.kind.as_str(), outcome.is_ok(), took);
+        let duration_ms = millis(took);
         let previous = {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.running = None;

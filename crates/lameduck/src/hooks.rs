@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// When a shutdown hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -84,6 +85,8 @@ pub struct Hook {
     pub(crate) phase: Phase,
     pub(crate) timeout: Option<Duration>,
     pub(crate) run: Box<dyn FnOnce() -> HookFuture + Send>,
+    /// The span current where the hook was made, which it runs within.
+    pub(crate) span: tracing::Span,
 }
 
 impl fmt::Debug for Hook {
@@ -109,6 +112,7 @@ impl Hook {
             phase,
             timeout: None,
             run: Box::new(move || Box::pin(async move { f().await.into_result() })),
+            span: tracing::Span::current(),
         }
     }
 
@@ -136,6 +140,8 @@ pub(crate) struct StartupHook {
     pub(crate) name: String,
     pub(crate) timeout: Option<Duration>,
     pub(crate) run: Box<dyn FnMut() -> HookFuture + Send>,
+    /// The span current where the hook was registered, which it runs within.
+    pub(crate) span: tracing::Span,
 }
 
 impl StartupHook {
@@ -152,6 +158,7 @@ impl StartupHook {
                 let fut = f();
                 Box::pin(async move { fut.await.into_result() })
             }),
+            span: tracing::Span::current(),
         }
     }
 }
@@ -219,6 +226,7 @@ impl HookReport {
 /// Run one hook in its own task (so a panic is caught and the others still run), cut at
 /// its timeout or at `deadline`, whichever comes first.
 pub(crate) async fn run_hook(
+    registered_in: &tracing::Span,
     name: String,
     phase: &'static str,
     run: HookFuture,
@@ -232,7 +240,8 @@ pub(crate) async fn run_hook(
     let limit = own_limit.min(deadline);
     // Aborted when this future is dropped (a trigger during startup, the deadline, a
     // forced exit), so a hook that is given up on does not go on running.
-    let mut handle = AbortOnDrop(tokio::spawn(run));
+    let span = hook_span(registered_in, &name, phase);
+    let mut handle = AbortOnDrop(tokio::spawn(run.instrument(span.clone())));
     let (outcome, error) = match tokio::time::timeout_at(limit, &mut handle.0).await {
         Ok(Ok(Ok(()))) => (HookOutcome::Ok, None),
         Ok(Ok(Err(error))) => (HookOutcome::Failed, Some(error)),
@@ -258,8 +267,10 @@ pub(crate) async fn run_hook(
             }
         }
     };
-    let duration_ms = millis(started.elapsed());
-    match outcome {
+    let took = started.elapsed();
+    let duration_ms = millis(took);
+    crate::metrics::hook_ran(&name, phase, outcome, took);
+    span.in_scope(|| match outcome {
         HookOutcome::Ok => tracing::info!(hook = %name, phase, duration_ms, "hook finished"),
         _ => tracing::warn!(
             hook = %name,
@@ -269,7 +280,7 @@ pub(crate) async fn run_hook(
             error = error.as_deref().unwrap_or(""),
             "hook did not succeed"
         ),
-    }
+    });
     HookReport {
         name,
         phase,
@@ -277,6 +288,18 @@ pub(crate) async fn run_hook(
         duration_ms,
         error,
     }
+}
+
+/// The `hook` span a hook runs in: a child of the span that was current where the hook
+/// was registered, when there was one, else of the shutdown's state span (the span
+/// current here), which it then follows from.
+fn hook_span(registered_in: &tracing::Span, name: &str, phase: &'static str) -> tracing::Span {
+    if registered_in.is_none() {
+        return tracing::info_span!("hook", hook = %name, phase = %phase);
+    }
+    let span = tracing::info_span!(parent: registered_in, "hook", hook = %name, phase = %phase);
+    span.follows_from(tracing::Span::current());
+    span
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -313,9 +336,18 @@ mod tests {
     async fn outcomes() {
         let far = Instant::now() + Duration::from_secs(3600);
         let t = Duration::from_secs(1);
-        let ok = run_hook("ok".into(), "stopping", boxed(async { Ok(()) }), t, far).await;
+        let ok = run_hook(
+            &tracing::Span::none(),
+            "ok".into(),
+            "stopping",
+            boxed(async { Ok(()) }),
+            t,
+            far,
+        )
+        .await;
         assert_eq!(ok.outcome, HookOutcome::Ok);
         let failed = run_hook(
+            &tracing::Span::none(),
             "f".into(),
             "stopping",
             boxed(async { Err("boom".into()) }),
@@ -326,6 +358,7 @@ mod tests {
         assert_eq!(failed.outcome, HookOutcome::Failed);
         assert_eq!(failed.error.as_deref(), Some("boom"));
         let panicked = run_hook(
+            &tracing::Span::none(),
             "p".into(),
             "stopping",
             boxed(async { panic!("hook exploded") }),
@@ -337,6 +370,7 @@ mod tests {
         assert_eq!(panicked.error.as_deref(), Some("hook exploded"));
         let started = Instant::now();
         let hung = run_hook(
+            &tracing::Span::none(),
             "h".into(),
             "stopping",
             boxed(std::future::pending()),
@@ -348,6 +382,7 @@ mod tests {
         assert_eq!(started.elapsed(), t);
         let started = Instant::now();
         let cut = run_hook(
+            &tracing::Span::none(),
             "d".into(),
             "stopping",
             boxed(std::future::pending()),
@@ -369,6 +404,7 @@ mod tests {
             Duration::from_secs(500_000_000_000 * 31_557_600),
         ] {
             let ok = run_hook(
+                &tracing::Span::none(),
                 "ok".into(),
                 "startup",
                 boxed(async { Ok(()) }),
@@ -379,6 +415,7 @@ mod tests {
             assert_eq!(ok.outcome, HookOutcome::Ok);
             let started = Instant::now();
             let cut = run_hook(
+                &tracing::Span::none(),
                 "d".into(),
                 "stopping",
                 boxed(std::future::pending()),

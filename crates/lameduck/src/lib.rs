@@ -52,6 +52,11 @@ mod health;
 mod hold;
 mod hooks;
 mod lifecycle;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 mod platform;
 mod progress;
 mod report;

@@ -84,6 +84,7 @@ pub(crate) struct Inner {
     pub(crate) exit_holds: Arc<HoldSet>,
     pub(crate) connections: ActivityCounter,
     pub(crate) requests: ActivityCounter,
+    pub(crate) listeners: ActivityCounter,
     pub(crate) driver_started: AtomicBool,
     /// The task listening for the configured signals, from the moment the lifecycle is
     /// built inside a runtime (else from the first `run`).
@@ -91,14 +92,32 @@ pub(crate) struct Inner {
     /// Set by whichever arms the watchdog first: the driver at the trigger, or the thread
     /// that hears the first signal even when the runtime is blocked.
     pub(crate) watchdog_armed: AtomicBool,
+    /// Set by whichever listener logs the first signal: both hear it.
+    pub(crate) first_signal_logged: AtomicBool,
     pub(crate) report: watch::Sender<Option<Report>>,
     pub(crate) health: Health,
+    /// When the current state began, for the metrics' time in state.
+    #[cfg(feature = "metrics")]
+    pub(crate) state_since: Mutex<Instant>,
 }
 
 impl Inner {
     /// The only way the state changes: the atomic copy first, so that whoever the watch
     /// wakes reads the new state from either.
     pub(crate) fn set_state(&self, state: State) {
+        #[cfg(feature = "metrics")]
+        {
+            let now = Instant::now();
+            let since = std::mem::replace(
+                &mut *self
+                    .state_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+                now,
+            );
+            let left = State::from_u8(self.state_now.load(Ordering::Acquire));
+            crate::metrics::state_changed(left, now - since, state);
+        }
         self.state_now.store(state as u8, Ordering::Release);
         self.state.send_replace(state);
     }
@@ -170,6 +189,8 @@ impl Lifecycle {
         if let Some(path) = config.termination_log() {
             crate::report::install_panic_hook(path);
         }
+        #[cfg(feature = "metrics")]
+        crate::metrics::describe();
         let state = watch::Sender::new(State::Starting);
         let health = Health::new(state.subscribe());
         let lifecycle = Self {
@@ -191,11 +212,15 @@ impl Lifecycle {
                 exit_holds: HoldSet::new(),
                 connections: ActivityCounter::new(),
                 requests: ActivityCounter::new(),
+                listeners: ActivityCounter::new(),
                 driver_started: AtomicBool::new(false),
                 signal_task: Mutex::new(None),
                 watchdog_armed: AtomicBool::new(false),
+                first_signal_logged: AtomicBool::new(false),
                 report: watch::Sender::new(None),
                 health,
+                #[cfg(feature = "metrics")]
+                state_since: Mutex::new(Instant::now()),
             }),
         };
         if std::process::id() == 1 {
@@ -274,6 +299,39 @@ impl Lifecycle {
         State::from_u8(self.inner.state_now.load(Ordering::Acquire))
     }
 
+    /// Set the sampled metrics (in-flight requests, open connections, time in the current
+    /// state, time since the trigger) from the lifecycle's counters now. A running
+    /// lifecycle does so by itself at every state change and every
+    /// [`SAMPLE_PERIOD`](crate::metrics::SAMPLE_PERIOD); an exporter calls it before it
+    /// renders a scrape, so the scrape is current. See [`metrics`](crate::metrics) for the
+    /// names. Feature `metrics`.
+    ///
+    /// ```
+    /// # let lifecycle = lameduck::Lifecycle::builder().exit_process(false).build().unwrap();
+    /// lifecycle.record_metrics(); // then render the recorder's output
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        let inner = &self.inner;
+        let in_state = inner
+            .state_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        let since_trigger = match (self.state(), inner.trigger.get()) {
+            // Once Stopped the driver has set the shutdown's whole duration.
+            (State::Stopped, _) | (_, None) => None,
+            (_, Some((_, at))) => Some(at.elapsed()),
+        };
+        crate::metrics::sample(
+            inner.requests.active(),
+            inner.connections.active(),
+            self.state(),
+            in_state,
+            since_trigger,
+        );
+    }
+
     /// A `watch` receiver of the state: it always holds the latest state, but one that is
     /// not looked at between two changes skips the first (use [`draining`](Self::draining),
     /// [`stopping`](Self::stopping) and the like to wait for a particular state).
@@ -332,6 +390,14 @@ impl Lifecycle {
     /// Open connections; Stopping waits until it is zero (bounded by `drain_timeout`).
     pub fn connections(&self) -> &ActivityCounter {
         &self.inner.connections
+    }
+
+    /// Listeners still accepting. A server counts each listener from the moment it serves
+    /// until it has closed it at Stopping (having accepted what the kernel had queued), so
+    /// that Stopping cannot end in between; they are not connections, so neither the
+    /// report nor the metrics count them as such.
+    pub fn listeners(&self) -> &ActivityCounter {
+        &self.inner.listeners
     }
 
     /// In-flight requests; Stopping waits until it is zero (bounded by `drain_timeout`).
@@ -553,6 +619,8 @@ impl Lifecycle {
                 crate::systemd::spawn(self, settings);
             }
             tokio::spawn(crate::driver::drive(self.clone()));
+            #[cfg(feature = "metrics")]
+            tokio::spawn(sample_metrics(self.clone()));
         }
         let mut rx = self.inner.report.subscribe();
         loop {
@@ -563,6 +631,24 @@ impl Lifecycle {
                 // Unreachable while `self` holds the sender; pend rather than invent a report.
                 std::future::pending::<()>().await;
             }
+        }
+    }
+}
+
+/// Sample the gauges every [`SAMPLE_PERIOD`](crate::metrics::SAMPLE_PERIOD) until Stopped.
+#[cfg(feature = "metrics")]
+async fn sample_metrics(lifecycle: Lifecycle) {
+    let mut states = lifecycle.subscribe();
+    let mut tick = tokio::time::interval(crate::metrics::SAMPLE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        lifecycle.record_metrics();
+        if lifecycle.state() == State::Stopped {
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = states.changed() => if changed.is_err() { return },
         }
     }
 }

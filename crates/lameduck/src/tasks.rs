@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::hooks::{HookResult, panic_message};
 
@@ -54,34 +55,39 @@ impl Tasks {
         let task_name = Arc::clone(&name);
         // The lock is held across spawn so the task cannot finish (and deregister) before
         // it is registered.
+        // Within the span current where the task was spawned.
+        let span = tracing::info_span!("task", task = %name);
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let handle = self.tracker.spawn(async move {
-            let result = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(output) => output.into_result(),
-                Err(payload) => Err(format!("panicked: {}", panic_message(payload.as_ref()))),
-            };
-            tasks
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
-            if let Err(error) = &result {
-                tracing::error!(task = %task_name, %error, "task failed");
+        let handle = self.tracker.spawn(
+            async move {
+                let result = match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(output) => output.into_result(),
+                    Err(payload) => Err(format!("panicked: {}", panic_message(payload.as_ref()))),
+                };
                 tasks
-                    .failed
+                    .running
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push(TaskFailure {
-                        name: task_name.to_string(),
-                        error: error.clone(),
-                    });
+                    .remove(&id);
+                if let Err(error) = &result {
+                    tracing::error!(task = %task_name, %error, "task failed");
+                    tasks
+                        .failed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(TaskFailure {
+                            name: task_name.to_string(),
+                            error: error.clone(),
+                        });
+                }
+                on_finish(if critical {
+                    Finished::Critical(task_name.to_string())
+                } else {
+                    Finished::Quietly
+                });
             }
-            on_finish(if critical {
-                Finished::Critical(task_name.to_string())
-            } else {
-                Finished::Quietly
-            });
-        });
+            .instrument(span),
+        );
         running.insert(id, (name, handle.abort_handle()));
     }
 

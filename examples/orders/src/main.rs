@@ -9,6 +9,9 @@
 //! | `ORDERS_WARMUP` | how long the startup hook's warm-up takes | `200ms` |
 //! | `ORDERS_QUEUE_CAPACITY` | queued orders before `POST /orders` answers 503 and readiness fails | `10000` |
 //! | `LAMEDUCK_*` | the lifecycle settings (docs/configuration.md) | |
+//!
+//! The admin port (`LAMEDUCK_ADMIN_ADDR`) also answers `GET /metrics`: lameduck's metrics
+//! (docs/observability.md) as Prometheus text.
 
 mod routes;
 mod settings;
@@ -18,6 +21,7 @@ mod worker;
 use anyhow::Context;
 use lameduck::{CancellationToken, Lifecycle, Phase};
 use lameduck_axum::Admin;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::settings::Settings;
 use crate::store::Orders;
@@ -26,8 +30,14 @@ use crate::store::Orders;
 async fn main() -> anyhow::Result<lameduck::Report> {
     // A bad setting exits 78 (EX_CONFIG), naming the variable and the value.
     example_logging::init().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    // Before the lifecycle, so the metrics' descriptions reach the recorder.
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
     let lifecycle = Lifecycle::from_env().unwrap_or_else(|e| lameduck::exit_on_config_error(e));
-    let admin = Admin::from_env(&lifecycle).unwrap_or_else(|e| lameduck::exit_on_config_error(e));
+    let admin = Admin::from_env(&lifecycle)
+        .unwrap_or_else(|e| lameduck::exit_on_config_error(e))
+        .route("/metrics", metrics_endpoint(&lifecycle, prometheus));
     let settings = Settings::from_env().unwrap_or_else(|e| {
         eprintln!("orders: configuration error: {e}");
         std::process::exit(78)
@@ -87,4 +97,26 @@ async fn main() -> anyhow::Result<lameduck::Report> {
     Ok(lameduck_axum::serve(listener, app, &lifecycle)
         .admin(admin)
         .await?)
+}
+
+/// `GET /metrics`: the sampled gauges brought up to date, then everything recorded, as
+/// Prometheus text.
+fn metrics_endpoint(
+    lifecycle: &Lifecycle,
+    prometheus: PrometheusHandle,
+) -> axum::routing::MethodRouter {
+    let lifecycle = lifecycle.clone();
+    axum::routing::get(move || {
+        lifecycle.record_metrics();
+        let body = prometheus.render();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+        }
+    })
 }
