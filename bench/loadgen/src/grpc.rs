@@ -33,8 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::load::Pacer;
-use crate::report::{Class, LoadReport, Recorder};
+use lameduck_load::{Class, LoadReport, Pacer, Recorder, next_slot};
 
 /// What a gRPC load run does.
 #[derive(Debug, Clone)]
@@ -206,7 +205,7 @@ struct Shared {
 impl Shared {
     /// Waits for the next send time; false once the run is over (as the HTTP load's).
     async fn next_slot(&self) -> bool {
-        crate::load::next_slot(&self.stop, self.pacer.as_ref(), self.deadline).await
+        next_slot(&self.stop, self.pacer.as_ref(), self.deadline).await
     }
 }
 

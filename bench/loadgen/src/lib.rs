@@ -1,104 +1,31 @@
-//! A load client that classifies every request across a server shutdown.
+//! The benchmarks' load client: [`lameduck_load`]'s HTTP load (re-exported here whole, so
+//! `lameduck_loadgen::run`, [`LoadConfig`], [`LoadReport`], ... are the same items) plus
+//! gRPC load.
 //!
-//! lameduck's benchmarks ask "how many requests failed while the server stopped, and how":
-//! totals from wrk or hey cannot say whether a request was refused at connect, written and
-//! then lost, or answered with a 5xx. This crate sends steady keep-alive HTTP/1.1 load with
-//! hyper's low-level connection API ([`hyper::client::conn::http1`] over a
-//! [`tokio::net::TcpStream`], not the pooled client) so that it knows exactly when a
-//! connection is new, whether a request was written, and how each exchange ended.
-//!
-//! - [`run`] drives `connections` workers, each keeping one keep-alive connection, at a
-//!   steady aggregate `rate`, and returns a [`LoadReport`]: totals per [`Class`], latency,
-//!   a per-second timeline and sample errors (serde-serializable; the `loadgen` binary
-//!   prints it as JSON or a table, and the timeline as CSV).
-//! - [`IdleConnections`] opens K keep-alive connections, uses each once and holds them
-//!   idle; [`SlowRequests`] keeps K slow requests in flight. Both are for drain-speed
-//!   benchmarks.
+//! - Everything of [`lameduck_load`]: [`run`] and [`run_from`] (steady keep-alive HTTP/1.1
+//!   load that classifies every request; see that crate for the classes),
+//!   [`IdleConnections`], [`SlowRequests`].
 //! - [`run_grpc`] is the same for gRPC: unary `helloworld.Greeter/SayHello` calls
 //!   (`examples/greeter`) from clients with a tonic channel each, in the same classes (see
 //!   the `grpc` module's table), with a [`GrpcReport`].
 //!
-//! # Classes
-//!
-//! Every attempt gets exactly one [`Class`]:
-//!
-//! | class | meaning | a failure? |
-//! |---|---|---|
-//! | `ok` | complete response, status below 500, body read to the end | no |
-//! | `status_5xx` | complete response with a 5xx status | yes |
-//! | `refused` | no connection to write on: connect failed (refused, reset, unreachable, connect timeout), or a new connection was closed before the request could be written | yes |
-//! | `no_response` | the request was written, no complete response came (reset, EOF before or in the head, body cut) | yes |
-//! | `timeout` | no complete response within the request timeout | yes |
-//! | `not_sent` | hyper gave the request back unwritten: its connection closed first | no |
-//!
-//! # When is a request "written"?
-//!
-//! The rule is hyper's own, and exact. A request handed to
-//! [`SendRequest::try_send_request`](hyper::client::conn::http1::SendRequest::try_send_request)
-//! waits in the connection's queue until the connection's dispatcher takes it, and the
-//! dispatcher serializes it to the socket as soon as it does. If the connection fails
-//! before that, hyper returns the request inside the error
-//! ([`TrySendError::take_message`](hyper::client::conn::TrySendError::take_message) is
-//! `Some`; the error `is_canceled()`): the server cannot have seen it, the class is
-//! `not_sent`, and the worker sends it again on a new connection (at most 3 times), as real
-//! clients do with a request that never left. Once the dispatcher has taken it, hyper no
-//! longer returns it, and any failure — connection reset, EOF before or while reading the
-//! head (`IncompleteMessage`), a cut body — is `no_response`: the bytes went out, so the
-//! server could have seen the request, and the client cannot know whether it was acted on.
-//!
-//! The classic keep-alive race — the server closes an idle connection just as the client
-//! reuses it — falls on either side of that line:
-//!
-//! - hyper had already read the server's FIN: the worker finds the connection closed
-//!   before handing the request over (`SendRequest::ready` fails) and reconnects, as a
-//!   connection pool does. No request is involved; the report counts it in `idle_closed`.
-//! - the FIN was still in flight: hyper takes the request and writes it, then reads EOF or
-//!   a reset: `no_response`. Clients such as Go's `net/http` retry exactly this case
-//!   (reused connection, nothing read back) for idempotent requests only, since the server
-//!   might have acted on it. The report counts these also in `no_response_reused`, so the
-//!   share of failures an idempotent-retrying client would have hidden is visible. The
-//!   load generator itself does not retry them: a failure is a failure.
-//!
-//! # Other behaviour
-//!
-//! - A response with `Connection: close` (how a draining server moves clients away) makes
-//!   the worker open a new connection for its next request.
-//! - After a refused connect the worker pauses `reconnect_backoff` (10 ms) before its next
-//!   request slot. Every attempt, refused ones included, takes a slot, so the attempt rate
-//!   stays at `rate` while the target is gone.
-//! - Latency is from handing the request to hyper to the end of the response body
-//!   (connect time excluded), for complete responses (`ok` and `status_5xx`).
-//! - The timeline buckets attempts by the second in which they started.
+//! The `loadgen` binary is the command-line front of both (see the package README).
 //!
 //! # Example
 //!
 //! ```no_run
-//! # async fn f() -> Result<(), lameduck_loadgen::ConfigError> {
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! let mut config = lameduck_loadgen::LoadConfig::new("http://127.0.0.1:8080/")?;
-//! config.connections = 32;
-//! config.rate = 2000;
+//! let mut config = lameduck_loadgen::GrpcLoadConfig::new("http://127.0.0.1:50051");
 //! config.duration = Some(Duration::from_secs(5));
-//! let report = lameduck_loadgen::run(config, std::future::pending()).await;
-//! println!("{report}");
-//! println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+//! let report = lameduck_loadgen::run_grpc(config, std::future::pending()).await?;
+//! println!("{} calls failed", report.failures());
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod config;
-mod exchange;
 mod grpc;
-mod idle;
-mod load;
-mod report;
-mod slow;
 
-pub use config::{ConfigError, LoadConfig, Target};
 pub use grpc::{GrpcDetail, GrpcLoadConfig, GrpcReport, run_grpc, say_hello_once};
-pub use http::Method;
-pub use idle::IdleConnections;
-pub use load::run;
-pub use report::{Bucket, Class, Counts, LoadReport};
-pub use slow::{SlowReport, SlowRequests};
+pub use lameduck_load::*;

@@ -1,5 +1,6 @@
 //! Every class against a small in-test server on 127.0.0.1:0: healthy, 503, closed port,
-//! reads-then-closes, `Connection: close`, hangs; plus the idle and slow helpers.
+//! reads-then-closes, `Connection: close`, hangs; the time of each failure; plus the idle
+//! and slow helpers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -15,9 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use lameduck_loadgen::{
-    Class, IdleConnections, LoadConfig, LoadReport, Method, SlowRequests, Target,
-};
+use lameduck_load::{Class, IdleConnections, LoadConfig, LoadReport, Method, SlowRequests, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -103,7 +102,7 @@ fn config(addr: SocketAddr, path: &str) -> LoadConfig {
 async fn run(config: LoadConfig) -> LoadReport {
     let report = tokio::time::timeout(
         Duration::from_secs(20),
-        lameduck_loadgen::run(config, std::future::pending()),
+        lameduck_load::run(config, std::future::pending()),
     )
     .await
     .expect("the run ends by itself");
@@ -179,6 +178,98 @@ async fn server_answering_503_is_all_status_5xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_listed_with_their_times() {
+    // 200 for the first 400 ms of the run, 500 after: the failures start near 400 ms.
+    let start = Instant::now();
+    let flip = start + Duration::from_millis(400);
+    let handler: Handler = Arc::new(move |_req| {
+        Box::pin(async move {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"x")));
+            if Instant::now() >= flip {
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            response
+        })
+    });
+    let addr = hyper_server(handler).await;
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        lameduck_load::run_from(config(addr, "/"), std::future::pending(), start),
+    )
+    .await
+    .expect("the run ends by itself");
+    eprintln!("{report}");
+    assert!(report.counts.ok > 0, "{report}");
+    assert!(report.counts.status_5xx > 0, "{report}");
+    assert_eq!(report.failures(), report.counts.status_5xx, "{report}");
+    // One entry per failure, all status_5xx, in start order, within the run.
+    let times = &report.failures_at;
+    assert_eq!(times.len() as u64, report.counts.status_5xx);
+    assert_eq!(report.failures_at_dropped, 0);
+    assert!(
+        times.iter().all(|f| f.class == Class::Status5xx),
+        "{times:?}"
+    );
+    assert!(
+        times.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "{times:?}"
+    );
+    // An attempt started just before the flip may be answered just after it.
+    let first = times[0].at_ms;
+    assert!((300..=600).contains(&first), "first failure at {first} ms");
+    assert!(times.iter().all(|f| f.at_ms < 1000), "{times:?}");
+    // The same times as the timeline's: nothing failed in a second without failures.
+    for f in times {
+        let second = &report.timeline[usize::try_from(f.at_ms / 1000).unwrap()];
+        assert!(second.counts.status_5xx > 0);
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["failures_at"][0]["class"], "status_5xx");
+    assert_eq!(json["failures_at"][0]["at_ms"], first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_from_measures_from_the_given_start() {
+    let addr = hyper_server(respond(StatusCode::BAD_GATEWAY, "no")).await;
+    // A start 2 s ago: the run ends at start + duration, and the times count from start.
+    let start = Instant::now() - Duration::from_secs(2);
+    let mut config = config(addr, "/");
+    config.duration = Some(Duration::from_millis(2500));
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        lameduck_load::run_from(config, std::future::pending(), start),
+    )
+    .await
+    .expect("the run ends by itself");
+    eprintln!("{report}");
+    only(&report, Class::Status5xx);
+    assert!(report.elapsed_ms >= 2500, "{report}");
+    // About 200/s for 0.5 s: no burst for the 2 s of slots before the call.
+    assert!(report.counts.status_5xx <= 150, "{report}");
+    let times = &report.failures_at;
+    assert_eq!(times.len() as u64, report.counts.status_5xx);
+    assert!(
+        times.iter().all(|f| (2000..2500).contains(&f.at_ms)),
+        "{times:?}"
+    );
+    assert_eq!(report.timeline[0].counts.total(), 0);
+    assert_eq!(report.timeline[1].counts.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_failures_lists_none() {
+    let addr = hyper_server(respond(StatusCode::OK, "hello")).await;
+    let mut config = config(addr, "/");
+    config.duration = Some(Duration::from_millis(300));
+    let report = run(config).await;
+    only(&report, Class::Ok);
+    assert!(report.failures_at.is_empty());
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json.get("failures_at").is_none(), "{json}");
+    assert!(json.get("failures_at_dropped").is_none(), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_port_is_all_refused() {
     let addr = {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -222,8 +313,7 @@ async fn stop_future_ends_the_run_early() {
     let mut config = config(addr, "/");
     config.duration = Some(Duration::from_secs(60));
     let started = Instant::now();
-    let report =
-        lameduck_loadgen::run(config, tokio::time::sleep(Duration::from_millis(300))).await;
+    let report = lameduck_load::run(config, tokio::time::sleep(Duration::from_millis(300))).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     only(&report, Class::Ok);
 }

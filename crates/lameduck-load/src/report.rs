@@ -6,13 +6,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// What became of one request attempt. Every attempt gets exactly one class; see the crate
-/// docs for how "written" is decided.
+/// docs for how "written" is decided. Serializes as its [`as_str`](Class::as_str) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// A complete response (status below 500), body read to the end.
     Ok,
     /// A complete response with a 5xx status, body read to the end.
+    #[serde(rename = "status_5xx")]
     Status5xx,
     /// No connection to write the request on: the TCP connect failed (refused, reset,
     /// unreachable, or not done within the connect timeout), or a brand-new connection
@@ -152,8 +153,25 @@ pub struct Bucket {
     pub latency_p99_us: u64,
 }
 
-/// The result of [`run`](crate::run): totals per class, latency, a per-second timeline and
-/// sample error messages. Serializes to the JSON the `loadgen --json` command prints.
+/// The most failed attempts [`LoadReport::failures_at`] lists (the earliest, by start);
+/// the rest are counted in [`LoadReport::failures_at_dropped`]. At 16 bytes an entry, a
+/// list of 1.6 MB at most (and as much per worker while the run lasts).
+pub const FAILURES_AT_CAP: usize = 100_000;
+
+/// One failed attempt: when it started and its (failing) class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FailureAt {
+    /// Milliseconds from the run's start (see [`run_from`](crate::run_from)) to the start
+    /// of the attempt (as the timeline's seconds count it).
+    pub at_ms: u64,
+    /// A failing class: `status_5xx`, `refused`, `no_response` or `timeout`
+    /// ([`Class::is_failure`]).
+    pub class: Class,
+}
+
+/// The result of [`run`](crate::run): totals per class, latency, a per-second timeline,
+/// the time of each failure and sample error messages. Serializes to the JSON the
+/// `loadgen --json` command prints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// The target URL.
@@ -192,6 +210,19 @@ pub struct LoadReport {
     pub timeline: Vec<Bucket>,
     /// The first few distinct error messages of each failing class, as `class: message`.
     pub errors: Vec<String>,
+    /// Every failed attempt (failing classes only, [`Class::is_failure`]) with the time it
+    /// started, in start order: the earliest [`FAILURES_AT_CAP`] (100,000). Absent from the
+    /// JSON when empty, so a run without failures serializes as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures_at: Vec<FailureAt>,
+    /// Failed attempts left out of `failures_at` by its cap (the latest ones); 0 when it
+    /// lists them all. Absent from the JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures_at_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl LoadReport {
@@ -298,6 +329,18 @@ impl fmt::Display for LoadReport {
                 fmt_us(b.latency_p99_us)
             )?;
         }
+        if let (Some(first), Some(last)) = (self.failures_at.first(), self.failures_at.last()) {
+            let dropped = match self.failures_at_dropped {
+                0 => String::new(),
+                n => format!(", {n} more not listed"),
+            };
+            writeln!(
+                f,
+                "failures from {:.3} s to {:.3} s into the run{dropped}",
+                first.at_ms as f64 / 1000.0,
+                last.at_ms as f64 / 1000.0
+            )?;
+        }
         for e in &self.errors {
             writeln!(f, "error {e}")?;
         }
@@ -318,10 +361,18 @@ const ERRORS_PER_CLASS: usize = 5;
 
 /// Collects what one worker (or helper task) saw; merged into a report at the end. Each
 /// worker has its own, so recording takes no lock.
+///
+/// What [`run`](crate::run) records with, public for load over other protocols that
+/// reports in the same [`LoadReport`] (`bench/loadgen`'s gRPC load): each worker records
+/// its attempts into its own `Recorder`, the run [`merge`](Recorder::merge)s them and
+/// [`finish`](Recorder::finish)es the report.
 #[derive(Debug, Default)]
-pub(crate) struct Recorder {
+pub struct Recorder {
     buckets: Vec<BucketAcc>,
     errors: [Vec<String>; 6],
+    /// Failed attempts, the earliest [`FAILURES_AT_CAP`]; sorted by `at_ms` once merged.
+    failures_at: Vec<FailureAt>,
+    failures_at_dropped: u64,
     pub(crate) no_response_reused: u64,
     pub(crate) idle_closed: u64,
     pub(crate) connections_opened: u64,
@@ -334,13 +385,19 @@ struct BucketAcc {
 }
 
 impl Recorder {
-    /// Records one attempt that started `since_start` after the run began.
-    pub(crate) fn record(
-        &mut self,
-        since_start: Duration,
-        class: Class,
-        latency: Option<Duration>,
-    ) {
+    /// Records one attempt that started `since_start` after the run began, its class, and
+    /// for a complete response (`ok`, `status_5xx`) its latency.
+    pub fn record(&mut self, since_start: Duration, class: Class, latency: Option<Duration>) {
+        if class.is_failure() {
+            if self.failures_at.len() < FAILURES_AT_CAP {
+                self.failures_at.push(FailureAt {
+                    at_ms: u64::try_from(since_start.as_millis()).unwrap_or(u64::MAX),
+                    class,
+                });
+            } else {
+                self.failures_at_dropped += 1;
+            }
+        }
         let second = usize::try_from(since_start.as_secs()).unwrap_or(usize::MAX);
         if second >= self.buckets.len() {
             // Bounded by the run's length: one bucket per second.
@@ -356,14 +413,16 @@ impl Recorder {
         }
     }
 
-    pub(crate) fn error(&mut self, class: Class, message: String) {
+    /// Keeps `message` as a sample error of `class` (the first few distinct ones).
+    pub fn error(&mut self, class: Class, message: String) {
         let kept = &mut self.errors[class.index()];
         if kept.len() < ERRORS_PER_CLASS && !kept.contains(&message) {
             kept.push(message);
         }
     }
 
-    pub(crate) fn merge(&mut self, other: Recorder) {
+    /// Adds what `other` recorded.
+    pub fn merge(&mut self, other: Recorder) {
         if other.buckets.len() > self.buckets.len() {
             self.buckets
                 .resize_with(other.buckets.len(), BucketAcc::default);
@@ -382,6 +441,14 @@ impl Recorder {
         self.no_response_reused += other.no_response_reused;
         self.idle_closed += other.idle_closed;
         self.connections_opened += other.connections_opened;
+        // Keep the earliest FAILURES_AT_CAP of both: each side holds its own earliest ones
+        // (a side records attempts roughly in start order and stops at the cap), so the
+        // earliest of the union are among them.
+        self.failures_at.extend(other.failures_at);
+        self.failures_at.sort_by_key(|f| f.at_ms);
+        let over = self.failures_at.len().saturating_sub(FAILURES_AT_CAP);
+        self.failures_at.truncate(FAILURES_AT_CAP);
+        self.failures_at_dropped += other.failures_at_dropped + over as u64;
     }
 
     /// Totals per class.
@@ -416,8 +483,13 @@ impl Recorder {
         all
     }
 
-    /// Fills in the totals, latency, timeline and errors of `report`.
-    pub(crate) fn finish(mut self, report: &mut LoadReport) {
+    /// Fills in the totals, latency, timeline, failure times and errors of `report`
+    /// (leaving the run's description — `url`, `method`, `connections`, `rate`,
+    /// `elapsed_ms` — to the caller).
+    pub fn finish(mut self, report: &mut LoadReport) {
+        self.failures_at.sort_by_key(|f| f.at_ms);
+        report.failures_at = std::mem::take(&mut self.failures_at);
+        report.failures_at_dropped = self.failures_at_dropped;
         report.counts = self.counts();
         report.no_response_reused = self.no_response_reused;
         report.idle_closed = self.idle_closed;
@@ -500,13 +572,99 @@ mod tests {
             report.errors,
             vec!["refused: connection refused".to_owned()]
         );
+        // Failures only, merged in start order.
+        assert_eq!(
+            report.failures_at,
+            vec![
+                FailureAt {
+                    at_ms: 900,
+                    class: Class::Status5xx
+                },
+                FailureAt {
+                    at_ms: 2100,
+                    class: Class::Refused
+                },
+            ]
+        );
+        assert_eq!(report.failures_at_dropped, 0);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["refused"], 1);
         assert_eq!(json["timeline"][0]["ok"], 1);
+        assert_eq!(json["failures_at"][1]["at_ms"], 2100);
+        assert_eq!(json["failures_at"][1]["class"], "refused");
+        assert!(json.get("failures_at_dropped").is_none());
         let back: LoadReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
         let csv = report.timeline_csv();
         assert!(csv.starts_with("second,ok,status_5xx,refused,no_response,timeout,not_sent,"));
         assert_eq!(csv.lines().nth(3), Some("2,0,0,1,0,0,0,0,0"));
+    }
+
+    #[test]
+    fn classes_serialize_as_their_names() {
+        for class in Class::ALL {
+            let json = serde_json::to_value(class).unwrap();
+            assert_eq!(json, class.as_str());
+            assert_eq!(serde_json::from_value::<Class>(json).unwrap(), class);
+        }
+    }
+
+    #[test]
+    fn a_report_without_failures_serializes_as_before() {
+        let mut a = Recorder::default();
+        a.record(
+            Duration::from_millis(5),
+            Class::Ok,
+            Some(Duration::from_micros(10)),
+        );
+        a.record(Duration::from_millis(6), Class::NotSent, None);
+        let mut report = LoadReport::default();
+        a.finish(&mut report);
+        assert!(report.failures_at.is_empty());
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("failures_at").is_none());
+        assert!(json.get("failures_at_dropped").is_none());
+        // And JSON written before the field existed still reads.
+        let back: LoadReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn failure_times_are_capped_keeping_the_earliest() {
+        let mut a = Recorder::default();
+        let mut b = Recorder::default();
+        // Two workers, interleaved in time, each over half the cap.
+        let each = FAILURES_AT_CAP / 2 + 10;
+        for i in 0..each as u64 {
+            a.record(Duration::from_millis(2 * i), Class::Timeout, None);
+            b.record(Duration::from_millis(2 * i + 1), Class::NoResponse, None);
+        }
+        // One over the cap in a single worker: dropped at once.
+        for _ in 0..FAILURES_AT_CAP {
+            b.record(Duration::from_secs(200), Class::Refused, None);
+        }
+        a.merge(b);
+        let mut report = LoadReport::default();
+        a.finish(&mut report);
+        assert_eq!(report.failures_at.len(), FAILURES_AT_CAP);
+        assert_eq!(
+            report.failures_at_dropped + FAILURES_AT_CAP as u64,
+            report.failures()
+        );
+        assert!(
+            report
+                .failures_at
+                .windows(2)
+                .all(|w| w[0].at_ms <= w[1].at_ms)
+        );
+        // The earliest are kept: 0, 1, 2, ... with no gap.
+        assert!(
+            report
+                .failures_at
+                .iter()
+                .enumerate()
+                .all(|(i, f)| f.at_ms == i as u64)
+        );
+        assert!(report.to_string().contains("more not listed"));
     }
 }

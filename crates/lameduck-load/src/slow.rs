@@ -19,10 +19,10 @@ const CONNECT_PARALLELISM: usize = 64;
 /// `/work?ms=N`, so that they are all in flight when the server is told to stop.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), lameduck_loadgen::ConfigError> {
+/// # async fn f() -> Result<(), lameduck_load::ConfigError> {
 /// use std::time::Duration;
-/// let target = lameduck_loadgen::Target::parse("http://127.0.0.1:8080/work?ms=5000")?;
-/// let slow = lameduck_loadgen::SlowRequests::start(&target, 1000, Duration::from_secs(30));
+/// let target = lameduck_load::Target::parse("http://127.0.0.1:8080/work?ms=5000")?;
+/// let slow = lameduck_load::SlowRequests::start(&target, 1000, Duration::from_secs(30));
 /// slow.wait_sent().await;
 /// // ... send SIGTERM to the server, then:
 /// let report = slow.finish().await;

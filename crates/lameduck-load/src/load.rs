@@ -26,16 +26,49 @@ const REFUSED_CHECK: Duration = Duration::from_millis(50);
 /// the returned future is dropped, the workers stop taking new requests.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), lameduck_loadgen::ConfigError> {
+/// # async fn f() -> Result<(), lameduck_load::ConfigError> {
 /// use std::time::Duration;
-/// let mut config = lameduck_loadgen::LoadConfig::new("http://127.0.0.1:8080/")?;
+/// let mut config = lameduck_load::LoadConfig::new("http://127.0.0.1:8080/")?;
 /// config.duration = None; // until `stop`
-/// let report = lameduck_loadgen::run(config, tokio::time::sleep(Duration::from_secs(2))).await;
+/// let report = lameduck_load::run(config, tokio::time::sleep(Duration::from_secs(2))).await;
 /// assert_eq!(report.failures(), 0, "{report}");
 /// # Ok(()) }
 /// ```
 pub async fn run(config: LoadConfig, stop: impl Future<Output = ()>) -> LoadReport {
-    let start = Instant::now();
+    run_from(config, stop, Instant::now()).await
+}
+
+/// [`run`] with a time zero the caller chose: `start` is the run's start for everything
+/// the report measures from it — [`FailureAt::at_ms`](crate::FailureAt::at_ms), the
+/// timeline's seconds, `elapsed_ms` — and for `config.duration` (the run ends at
+/// `start + duration`). The caller can then place its own events on the same clock: an
+/// event at instant `t` is at `(t - start).as_millis()` in the report.
+///
+/// `start` is usually `Instant::now()` taken just before the call, kept to measure the
+/// caller's events from. If it is in the past, the first requests go out at once (missed
+/// slots are skipped, not sent as a burst), and nothing is reported before the call; if it
+/// is in the future, the first request waits for it. (With a Tokio runtime's clock, pass
+/// [`tokio::time::Instant::into_std`].)
+///
+/// ```no_run
+/// # async fn f() -> Result<(), lameduck_load::ConfigError> {
+/// use std::time::{Duration, Instant};
+/// let config = lameduck_load::LoadConfig::new("http://127.0.0.1:8080/")?;
+/// let start = Instant::now();
+/// let load = tokio::spawn(lameduck_load::run_from(config, std::future::pending(), start));
+/// tokio::time::sleep(Duration::from_secs(3)).await;
+/// let trigger_ms = start.elapsed().as_millis();
+/// // ... stop the service here ...
+/// let report = load.await.expect("load run");
+/// let after = report.failures_at.iter().filter(|f| u128::from(f.at_ms) >= trigger_ms);
+/// println!("{} failures after the trigger", after.count());
+/// # Ok(()) }
+/// ```
+pub async fn run_from(
+    config: LoadConfig,
+    stop: impl Future<Output = ()>,
+    start: Instant,
+) -> LoadReport {
     let token = CancellationToken::new();
     let _stop_workers_on_drop = token.clone().drop_guard();
     let shared = Arc::new(Shared {
@@ -101,8 +134,11 @@ struct Shared {
 
 /// Waits for the next send time a run's workers share (from `pacer`, or at once without
 /// one); false once the run is over: `stop` cancelled, or the slot at or after `deadline`.
-/// The HTTP and the gRPC load pace the same way.
-pub(crate) async fn next_slot(
+///
+/// How [`run`]'s workers pace themselves, public for load over other protocols that
+/// should pace the same way (`bench/loadgen`'s gRPC load): each worker loops
+/// `while next_slot(..).await { one request }`.
+pub async fn next_slot(
     stop: &CancellationToken,
     pacer: Option<&Pacer>,
     deadline: Option<Instant>,
@@ -131,21 +167,26 @@ pub(crate) async fn next_slot(
 /// steady however the work is spread. A slot is never in the past: when every worker was
 /// busy (a slow or hanging server), missed slots are skipped rather than sent as a burst
 /// afterwards.
-pub(crate) struct Pacer {
+///
+/// Shared by a run's workers (behind an `Arc`), with [`next_slot`].
+#[derive(Debug)]
+pub struct Pacer {
     next: Mutex<Instant>,
     interval: Duration,
 }
 
 impl Pacer {
     /// `rate` slots a second from `start`; `None` for 0 (as fast as possible).
-    pub(crate) fn new(start: Instant, rate: u64) -> Option<Pacer> {
+    pub fn new(start: Instant, rate: u64) -> Option<Pacer> {
         (rate > 0).then(|| Pacer {
             next: Mutex::new(start),
             interval: Duration::from_nanos(1_000_000_000 / rate),
         })
     }
 
-    pub(crate) fn claim(&self, now: Instant) -> Instant {
+    /// Takes the next slot: the later of the next free one and `now`; the one after it
+    /// is `interval` later.
+    pub fn claim(&self, now: Instant) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         let at = (*next).max(now);
         *next = at + self.interval;

@@ -142,9 +142,9 @@ impl Target {
 /// fields:
 ///
 /// ```no_run
-/// # fn main() -> Result<(), lameduck_loadgen::ConfigError> {
+/// # fn main() -> Result<(), lameduck_load::ConfigError> {
 /// use std::time::Duration;
-/// let mut config = lameduck_loadgen::LoadConfig::new("http://127.0.0.1:8080/orders")?
+/// let mut config = lameduck_load::LoadConfig::new("http://127.0.0.1:8080/orders")?
 ///     .json_body(r#"{"item":"x"}"#);
 /// config.connections = 8;
 /// config.rate = 500;

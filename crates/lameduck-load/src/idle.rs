@@ -24,10 +24,10 @@ const OPEN_PARALLELISM: usize = 64;
 /// them need `ulimit -n` above 10,000 for each (the common default of 1,024 is not enough).
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), lameduck_loadgen::ConfigError> {
+/// # async fn f() -> Result<(), lameduck_load::ConfigError> {
 /// use std::time::Duration;
-/// let target = lameduck_loadgen::Target::parse("http://127.0.0.1:8080/")?;
-/// let idle = lameduck_loadgen::IdleConnections::open(&target, 1000, Duration::from_secs(5)).await;
+/// let target = lameduck_load::Target::parse("http://127.0.0.1:8080/")?;
+/// let idle = lameduck_load::IdleConnections::open(&target, 1000, Duration::from_secs(5)).await;
 /// assert_eq!(idle.opened(), 1000, "{:?}", idle.errors());
 /// // ... send SIGTERM to the server, then:
 /// idle.wait_all_closed().await;
