@@ -49,6 +49,8 @@ pub fn binary(name: &str) -> PathBuf {
             "tls",
             "-p",
             "greeter",
+            "-p",
+            "baseline-axum",
         ]);
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             build.arg("--release");

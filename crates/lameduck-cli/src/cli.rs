@@ -27,6 +27,8 @@ Exit codes:
               126 cannot execute, 127 not found, 2 usage error
   install     0 installed, 1 failure, 2 usage error
   wait-ready  0 ready, 1 not ready at the timeout, 2 usage error
+  simulate    0 no request failed, liveness held, no SIGKILL; 1 problems found;
+              3 the service could not start or was never ready; 2 usage error
 
 Run `lameduck help <command>` for examples.";
 
@@ -273,6 +275,9 @@ pub(crate) enum Command {
     /// Wait until an http:// or tcp:// URL is ready, or fail at the timeout
     #[command(after_help = WAIT_READY_HELP)]
     WaitReady(WaitReadyArgs),
+    /// Play the kubelet's termination sequence against a service under load, and judge it
+    #[command(after_help = SIMULATE_HELP)]
+    Simulate(SimulateArgs),
 }
 
 /// Arguments of `run`.
@@ -379,6 +384,109 @@ pub(crate) struct WaitReadyArgs {
     /// Give up after this long
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse_timeout)]
     pub(crate) timeout: Duration,
+}
+
+const SIMULATE_HELP: &str = "\
+Starts CMD and waits until --ready answers 200-399 within 1 s (as a startup probe, up to
+--startup-timeout). Then --clients keep-alive clients send --rate requests/s in total to
+--traffic, and --ready (and --live) are probed every --probe-period. After --before, the
+trigger, as when a pod is deleted: the preStop hook (--prestop, an HTTP GET that blocks)
+if given, then SIGTERM. Traffic keeps coming for --propagation from the trigger, as
+endpoints, kube-proxy and load balancers catch up, then stops. At --grace from the
+trigger, CMD's process group gets SIGKILL if CMD is still running.
+
+Every request is classified: ok, refused (no connection), no_response (written, never
+answered), status_5xx, timeout. The verdict gives the failures by class and when, how long
+readiness took to fail, liveness failures during the shutdown (a restart in a cluster),
+when CMD exited and how, the termination message (LAMEDUCK_TERMINATION_LOG is set for CMD
+unless it is already set), and one line of advice per problem. As in a pod, CMD also gets
+KUBERNETES_SERVICE_HOST=127.0.0.1 and KUBERNETES_SERVICE_PORT=443 unless they are set
+(--no-pod-env: not), so services that detect Kubernetes plan for it. Everything stays
+within the addresses given; the run ends by --before + --grace after it was ready.
+
+Exit status: 0 when no request failed, liveness held and no SIGKILL was needed; 1 when
+something of that went wrong; 3 when CMD could not start or never became ready.
+
+Examples:
+  lameduck simulate --ready http://127.0.0.1:9090/readyz --live http://127.0.0.1:9090/livez \\
+      --traffic http://127.0.0.1:8080/ -- ./my-service
+  lameduck simulate --ready http://127.0.0.1:8000/health --traffic http://127.0.0.1:8000/ \\
+      --json --plot shutdown.svg -- python3 app.py";
+
+/// Arguments of `simulate`.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Readiness: http://HOST:PORT/PATH, ready at 200-399 within 1 s
+    // Checked in `main`, not by clap, whose message would repeat a URL's credentials.
+    #[arg(long, value_name = "URL")]
+    pub(crate) ready: String,
+
+    /// Where the load goes: http://HOST:PORT/PATH (GET, HTTP/1.1 keep-alive)
+    #[arg(long, value_name = "URL")]
+    pub(crate) traffic: String,
+
+    /// Liveness: http://HOST:PORT/PATH, probed like readiness; failures during the shutdown
+    /// fail the verdict
+    #[arg(long, value_name = "URL")]
+    pub(crate) live: Option<String>,
+
+    /// The preStop hook: an HTTP GET sent at the trigger, before SIGTERM, which waits for it
+    #[arg(long, value_name = "URL")]
+    pub(crate) prestop: Option<String>,
+
+    /// Keep-alive clients
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) clients: u16,
+
+    /// Requests per second in total
+    #[arg(long, value_name = "R", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) rate: u64,
+
+    /// How long traffic runs before the trigger
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration::parse)]
+    pub(crate) before: Duration,
+
+    /// How long traffic keeps coming after the trigger (endpoint propagation)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration::parse)]
+    pub(crate) propagation: Duration,
+
+    /// The grace period: SIGKILL this long after the trigger
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_timeout)]
+    pub(crate) grace: Duration,
+
+    /// How long CMD may take to become ready
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_timeout)]
+    pub(crate) startup_timeout: Duration,
+
+    /// How often readiness and liveness are probed (the kubelet's periodSeconds; 1 s is its
+    /// shortest)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::parse_timeout)]
+    pub(crate) probe_period: Duration,
+
+    /// How long a request may take before it counts as a timeout
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse_timeout)]
+    pub(crate) request_timeout: Duration,
+
+    /// Print the verdict as one JSON object
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Write the timeline as an SVG picture to FILE
+    #[arg(long, value_name = "FILE")]
+    pub(crate) plot: Option<PathBuf>,
+
+    /// Write CMD's output to FILE (default: a file in a fresh temporary directory)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) service_log: Option<PathBuf>,
+
+    /// Do not set KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT for CMD (set by
+    /// default, unless already set, as every container in a pod has them)
+    #[arg(long)]
+    pub(crate) no_pod_env: bool,
+
+    /// The command and its arguments
+    #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<OsString>,
 }
 
 #[cfg(test)]

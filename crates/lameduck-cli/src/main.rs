@@ -9,7 +9,9 @@
 //! - `once --key K -- CMD`: once-per-container execution of at-least-once hooks ([`once`]);
 //! - `install DIR`: copies this binary into a shared volume, for images without `cp`
 //!   ([`install`]);
-//! - `wait-ready URL`: waits until an http:// or tcp:// URL is ready ([`wait_ready`]).
+//! - `wait-ready URL`: waits until an http:// or tcp:// URL is ready ([`wait_ready`]);
+//! - `simulate -- CMD`: plays the kubelet's termination sequence against a service under
+//!   load and judges it ([`simulate`]).
 //!
 //! Exit codes are documented in `lameduck help` and in the crate's README.
 //!
@@ -38,6 +40,7 @@ mod prestop;
 mod probe;
 mod regular_file;
 mod run;
+mod simulate;
 mod state;
 mod target;
 mod wait_ready;
@@ -149,6 +152,49 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Simulate(args) => {
+            let http_url = |flag: &str, text: &str| match Target::parse(text) {
+                Ok(url) => url,
+                Err(err) => usage_error("simulate", &format!("{flag}: {err}")),
+            };
+            let ready = http_url("--ready", &args.ready);
+            let live = args.live.as_deref().map(|u| http_url("--live", u));
+            let prestop = args.prestop.as_deref().map(|u| http_url("--prestop", u));
+            let mut load = match lameduck_load::LoadConfig::new(&args.traffic) {
+                Ok(load) => load,
+                Err(err) => usage_error("simulate", &format!("--traffic: {err}")),
+            };
+            load.connections = usize::from(args.clients);
+            load.rate = args.rate;
+            load.duration = None;
+            load.request_timeout = args.request_timeout;
+            if args.propagation > args.grace {
+                usage_error(
+                    "simulate",
+                    &format!(
+                        "--propagation {} is longer than --grace {}: traffic cannot outlast the grace period",
+                        duration::display(args.propagation),
+                        duration::display(args.grace)
+                    ),
+                );
+            }
+            ExitCode::from(simulate::run(simulate::Plan {
+                command: args.command,
+                ready,
+                live,
+                prestop,
+                load,
+                before: args.before,
+                propagation: args.propagation,
+                grace: args.grace,
+                startup_timeout: args.startup_timeout,
+                probe_period: args.probe_period,
+                json: args.json,
+                plot: args.plot,
+                service_log: args.service_log,
+                pod_env: !args.no_pod_env,
+            }))
+        }
         Command::WaitReady(args) => {
             let probe = match wait_ready::parse(&args.url) {
                 Ok(probe) => probe,
