@@ -198,3 +198,43 @@ fn a_service_that_never_becomes_ready_exits_3() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("was not ready within 1s"), "{stderr}");
 }
+
+/// The preStop hook first (orders' `/shutdown`, which answers once the delay is over), then
+/// SIGTERM: the kubelet's order, and the shutdown's reason is the hook.
+#[test]
+fn the_prestop_hook_comes_before_sigterm() {
+    let dir = TempDir::new("simulate-prestop");
+    let (traffic, admin) = (free_port(), free_port());
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let prestop = format!("http://127.0.0.1:{admin}/shutdown");
+    let load = format!("http://127.0.0.1:{traffic}/");
+    let state = dir.path().join("orders-state.json");
+    let orders = binary("orders");
+    let (status, verdict) = simulate(
+        &["--ready", &ready, "--prestop", &prestop, "--traffic", &load],
+        &[
+            ("PORT", traffic.to_string()),
+            ("LAMEDUCK_ADMIN_ADDR", format!("127.0.0.1:{admin}")),
+            ("LAMEDUCK_SHUTDOWN_DELAY", "2s".to_owned()),
+            ("ORDERS_STATE", state.to_str().unwrap().to_owned()),
+        ],
+        &[orders.to_str().unwrap()],
+    );
+    assert_eq!(status, 0, "{verdict:#}");
+    assert_eq!(verdict["failed"], 0, "{verdict:#}");
+    let prestop_ms = verdict["prestop_ms"].as_u64().expect("the hook ran");
+    assert!(
+        prestop_ms >= 2000,
+        "the hook waits for the delay: {verdict:#}"
+    );
+    assert!(
+        verdict["sigterm_ms"].as_u64().unwrap() >= prestop_ms,
+        "{verdict:#}"
+    );
+    assert_eq!(
+        verdict["termination_message"]["reason"], "prestop",
+        "{verdict:#}"
+    );
+    // No --live: liveness was not probed, so it cannot have failed.
+    assert!(verdict["liveness_probes"].is_null(), "{verdict:#}");
+}

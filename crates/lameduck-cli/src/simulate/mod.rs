@@ -97,14 +97,17 @@ pub(crate) fn run(plan: Plan) -> u8 {
                 println!("service log: {}", log.display());
             }
             if let Some(path) = &plan.plot {
-                let title = format!(
-                    "lameduck simulate: {}",
-                    plan.command
-                        .iter()
-                        .map(|a| a.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
+                // The program by its name, not its path: the picture is for people.
+                let words: Vec<String> = plan
+                    .command
+                    .iter()
+                    .enumerate()
+                    .map(|(i, arg)| match Path::new(arg).file_name() {
+                        Some(name) if i == 0 => name.to_string_lossy().into_owned(),
+                        _ => arg.to_string_lossy().into_owned(),
+                    })
+                    .collect();
+                let title = format!("lameduck simulate -- {}", words.join(" "));
                 if let Err(error) = std::fs::write(path, plot::svg(&observed, &title)) {
                     eprintln!(
                         "lameduck simulate: cannot write the plot {}: {error}",
