@@ -238,3 +238,55 @@ fn the_prestop_hook_comes_before_sigterm() {
     // No --live: liveness was not probed, so it cannot have failed.
     assert!(verdict["liveness_probes"].is_null(), "{verdict:#}");
 }
+
+/// Interrupted (Ctrl-C, or SIGTERM to simulate itself), it kills the service it started:
+/// nothing outlives it.
+#[test]
+fn an_interrupted_simulation_leaves_no_service_behind() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port();
+    let ready = format!("http://127.0.0.1:{port}/ready");
+    let traffic = format!("http://127.0.0.1:{port}/");
+    let script = python_server();
+    let mut simulate = Command::new(binary("lameduck"))
+        .args([
+            "simulate",
+            "--before",
+            "60s",
+            "--ready",
+            &ready,
+            "--traffic",
+            &traffic,
+        ])
+        .args(["--service-log", "/dev/stderr", "--"])
+        .args([
+            "python3",
+            script.to_str().unwrap(),
+            "ignore",
+            &port.to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("running lameduck simulate");
+    // The service says it serves (its output is simulate's stderr here); then it is up.
+    let mut lines = BufReader::new(simulate.stderr.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("serving on"));
+    assert!(serving.is_some(), "the service never said it serves");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(simulate.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = simulate.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // The port is free again: the service is gone.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < patience,
+            "the service still answers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

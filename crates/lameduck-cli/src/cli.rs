@@ -28,7 +28,8 @@ Exit codes:
   install     0 installed, 1 failure, 2 usage error
   wait-ready  0 ready, 1 not ready at the timeout, 2 usage error
   simulate    0 no request failed, liveness held, no SIGKILL; 1 problems found;
-              3 the service could not start or was never ready; 2 usage error
+              3 the service could not start or was never ready; 130 interrupted
+              (the service is killed); 2 usage error
 
 Run `lameduck help <command>` for examples.";
 

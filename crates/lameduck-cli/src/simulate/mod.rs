@@ -34,6 +34,8 @@ use crate::http_get::{self, GetRequest};
 use crate::target::Target;
 use verdict::{EXIT_NOT_READY, Failure, Observed, Second};
 
+/// Exit status when simulate itself was interrupted (the shell's 128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
 /// The kubelet's probe timeout default (`timeoutSeconds: 1`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often readiness is polled while waiting for the service to start.
@@ -82,8 +84,32 @@ pub(crate) fn run(plan: Plan) -> u8 {
             return EXIT_NOT_READY;
         }
     };
-    let outcome = runtime.block_on(simulate(&plan));
+    // Ctrl-C or a SIGTERM to simulate ends the simulation; dropping it kills the
+    // service's process group, which the terminal's Ctrl-C does not reach.
+    let outcome = runtime.block_on(async {
+        let interrupted = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(term) => { term.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        };
+        tokio::select! {
+            outcome = simulate(&plan) => Some(outcome),
+            _ = interrupted => None,
+        }
+    });
     runtime.shutdown_background();
+    let Some(outcome) = outcome else {
+        eprintln!("lameduck simulate: interrupted; the service was killed");
+        return EXIT_INTERRUPTED;
+    };
     match outcome {
         Err(why) => {
             eprintln!("lameduck simulate: {why}");
