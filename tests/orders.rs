@@ -554,6 +554,14 @@ fn metrics_are_scraped_on_the_admin_port_and_follow_the_shutdown() {
         Some(0.0),
         "{text}"
     );
+    // Counters exist before anything is counted, so the first increase shows as one.
+    for counter in [
+        "lameduck_requests_cut_total",
+        "lameduck_connections_cut_total",
+        "lameduck_tasks_abandoned_total",
+    ] {
+        assert_eq!(sample(text, counter), Some(0.0), "{counter} in\n{text}");
+    }
     // This scrape's connection is on the admin port, which is no traffic connection.
     assert_eq!(
         sample(text, "lameduck_connections_open"),

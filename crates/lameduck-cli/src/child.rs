@@ -67,7 +67,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 ///   a killed runner instead of running on unobserved. Only the direct child gets it: its
 ///   own children are orphaned, but they still hold the lock, so nothing runs twice.
 #[allow(unsafe_code)]
-fn tie_to_runner(command: &mut Command, lock_fd: Option<RawFd>) {
+pub(crate) fn tie_to_runner(command: &mut Command, lock_fd: Option<RawFd>) {
     use std::os::unix::process::CommandExt;
 
     #[cfg(target_os = "linux")]

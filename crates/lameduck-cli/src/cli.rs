@@ -406,7 +406,9 @@ KUBERNETES_SERVICE_HOST=127.0.0.1 and KUBERNETES_SERVICE_PORT=443 unless they ar
 within the addresses given; the run ends by --before + --grace after it was ready.
 
 Exit status: 0 when no request failed, liveness held and no SIGKILL was needed; 1 when
-something of that went wrong; 3 when CMD could not start or never became ready.
+something of that went wrong; 3 when the run could not be made (--ready or --traffic
+already answered before CMD started; CMD could not start, exited before it was ready or
+before the trigger, or never became ready); 130 when interrupted (CMD is killed).
 
 Examples:
   lameduck simulate --ready http://127.0.0.1:9090/readyz --live http://127.0.0.1:9090/livez \\

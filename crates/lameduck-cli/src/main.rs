@@ -160,6 +160,7 @@ fn main() -> ExitCode {
             let ready = http_url("--ready", &args.ready);
             let live = args.live.as_deref().map(|u| http_url("--live", u));
             let prestop = args.prestop.as_deref().map(|u| http_url("--prestop", u));
+            let traffic = http_url("--traffic", &args.traffic);
             let mut load = match lameduck_load::LoadConfig::new(&args.traffic) {
                 Ok(load) => load,
                 Err(err) => usage_error("simulate", &format!("--traffic: {err}")),
@@ -184,6 +185,7 @@ fn main() -> ExitCode {
                 live,
                 prestop,
                 load,
+                traffic,
                 before: args.before,
                 propagation: args.propagation,
                 grace: args.grace,

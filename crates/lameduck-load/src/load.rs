@@ -22,8 +22,9 @@ const REFUSED_CHECK: Duration = Duration::from_millis(50);
 /// `until_refused`) the target is gone — whichever comes first — then waits for the
 /// requests still in flight (each bounded by the request timeout) and reports.
 ///
-/// Must be called within a multi-threaded Tokio runtime: workers are spawned tasks. If
-/// the returned future is dropped, the workers stop taking new requests.
+/// Must be called within a Tokio runtime: workers are spawned tasks (a multi-threaded
+/// runtime spreads them over its threads; `lameduck simulate` runs them on one). If the
+/// returned future is dropped, the workers stop taking new requests.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), lameduck_load::ConfigError> {

@@ -413,7 +413,6 @@ async fn shut_down(
     }
 
     let stopped_at = Instant::now();
-    crate::metrics::shutdown_ended(stopped_at - triggered_at);
     let stopping_since = timeline.entered.last().map_or(stopped_at, |(_, at)| *at);
     timeline.entered.push((State::Stopped, stopped_at));
     let cut = cut.into_inner().unwrap_or_else(PoisonError::into_inner);
@@ -469,6 +468,9 @@ async fn shut_down(
     // The report first, then Stopped: whoever sees Stopped can read the report.
     inner.report.send_replace(Some(report));
     inner.set_state(State::Stopped);
+    // As the report has them (the termination log's write is not part of the shutdown's
+    // time): after Stopped, so that no sample overwrites them.
+    crate::metrics::shutdown_ended(stopped_at - triggered_at, stopped_at - stopping_since);
     tracing::info!(
         from = %State::Stopping,
         to = %State::Stopped,
@@ -622,21 +624,28 @@ fn abandon_unrun_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
 pub(crate) async fn listen_for_signals(lifecycle: Lifecycle, mut listener: SignalListener) {
     let first = listener.recv().await;
     heard_first(&lifecycle, first);
+    let mut heard = 1;
     loop {
-        if heard_again(&lifecycle, listener.recv().await) {
+        heard += 1;
+        if heard_again(&lifecycle, listener.recv().await, heard) {
             return;
         }
     }
 }
 
+/// Whether this listener, hearing its `nth` signal, is the first of the two to hear it,
+/// and so the one to log it: both listeners hear every delivery.
+fn first_to_hear(lifecycle: &Lifecycle, nth: u64) -> bool {
+    lifecycle
+        .inner
+        .signals_logged
+        .fetch_max(nth, Ordering::SeqCst)
+        < nth
+}
+
 /// The first signal this listener heard: a trigger (a no-op when another came first).
 fn heard_first(lifecycle: &Lifecycle, signal: Signal) {
-    // Both listeners hear the same delivery: one of them says so.
-    if !lifecycle
-        .inner
-        .first_signal_logged
-        .swap(true, Ordering::SeqCst)
-    {
+    if first_to_hear(lifecycle, 1) {
         tracing::info!(%signal, "signal received");
     }
     lifecycle.trigger(Reason::Signal(signal));
@@ -648,7 +657,7 @@ fn heard_first(lifecycle: &Lifecycle, signal: Signal) {
 /// a thread of its own. Each counts its own signals, and whichever triggered the shutdown
 /// had taken the first signal before anyone could see the state change, so a second
 /// signal sent after that is never merged into the first by both.
-fn heard_again(lifecycle: &Lifecycle, signal: Signal) -> bool {
+fn heard_again(lifecycle: &Lifecycle, signal: Signal, nth: u64) -> bool {
     if lifecycle.inner.config.force_on_second_signal() {
         if lifecycle.inner.forced.set(signal).is_ok() {
             tracing::error!(%signal, "second signal during shutdown; forcing exit");
@@ -656,7 +665,9 @@ fn heard_again(lifecycle: &Lifecycle, signal: Signal) -> bool {
         lifecycle.inner.force.cancel();
         return true;
     }
-    tracing::warn!(%signal, "signal ignored: shutdown already under way");
+    if first_to_hear(lifecycle, nth) {
+        tracing::warn!(%signal, "signal ignored: shutdown already under way");
+    }
     false
 }
 
@@ -687,16 +698,16 @@ pub(crate) fn arm_watchdog_on_first_signal(lifecycle: &Lifecycle) {
                     .copied()
                     .find(|s| s.number() == number)
             };
-            let mut first = true;
+            let mut nth = 0;
             for number in heard.forever() {
                 let Some(signal) = signal_of(number) else {
                     continue;
                 };
-                if first {
-                    first = false;
+                nth += 1;
+                if nth == 1 {
                     heard_first(&lifecycle, signal);
                     arm_watchdog(&lifecycle);
-                } else if heard_again(&lifecycle, signal) {
+                } else if heard_again(&lifecycle, signal, nth) {
                     return;
                 }
             }

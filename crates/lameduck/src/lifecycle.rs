@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::watch;
@@ -92,8 +92,9 @@ pub(crate) struct Inner {
     /// Set by whichever arms the watchdog first: the driver at the trigger, or the thread
     /// that hears the first signal even when the runtime is blocked.
     pub(crate) watchdog_armed: AtomicBool,
-    /// Set by whichever listener logs the first signal: both hear it.
-    pub(crate) first_signal_logged: AtomicBool,
+    /// How many signals have been logged: both listeners hear every signal, and the
+    /// first to hear its nth logs it.
+    pub(crate) signals_logged: AtomicU64,
     pub(crate) report: watch::Sender<Option<Report>>,
     pub(crate) health: Health,
     /// When the current state began, for the metrics' time in state.
@@ -105,19 +106,21 @@ impl Inner {
     /// The only way the state changes: the atomic copy first, so that whoever the watch
     /// wakes reads the new state from either.
     pub(crate) fn set_state(&self, state: State) {
+        // With metrics, the change and its gauges are made under the lock that
+        // `record_metrics` samples under, so a sample never pairs one state with the
+        // other's start (and overwrites the time the state that ended lasted).
         #[cfg(feature = "metrics")]
-        {
+        let _sampling = {
+            let mut since = self
+                .state_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let now = Instant::now();
-            let since = std::mem::replace(
-                &mut *self
-                    .state_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-                now,
-            );
             let left = State::from_u8(self.state_now.load(Ordering::Acquire));
-            crate::metrics::state_changed(left, now - since, state);
-        }
+            crate::metrics::state_changed(left, now - *since, state);
+            *since = now;
+            since
+        };
         self.state_now.store(state as u8, Ordering::Release);
         self.state.send_replace(state);
     }
@@ -216,7 +219,7 @@ impl Lifecycle {
                 driver_started: AtomicBool::new(false),
                 signal_task: Mutex::new(None),
                 watchdog_armed: AtomicBool::new(false),
-                first_signal_logged: AtomicBool::new(false),
+                signals_logged: AtomicU64::new(0),
                 report: watch::Sender::new(None),
                 health,
                 #[cfg(feature = "metrics")]
@@ -313,21 +316,23 @@ impl Lifecycle {
     #[cfg(feature = "metrics")]
     pub fn record_metrics(&self) {
         let inner = &self.inner;
-        let in_state = inner
+        // The state and its start together (see `Inner::set_state`).
+        let since = inner
             .state_since
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed();
-        let since_trigger = match (self.state(), inner.trigger.get()) {
-            // Once Stopped the driver has set the shutdown's whole duration.
+            .unwrap_or_else(PoisonError::into_inner);
+        let state = self.state();
+        let since_trigger = match (state, inner.trigger.get()) {
+            // From Stopping on the driver sets the shutdown's whole duration at the end;
+            // the time since the trigger is sampled while it is under way.
             (State::Stopped, _) | (_, None) => None,
             (_, Some((_, at))) => Some(at.elapsed()),
         };
         crate::metrics::sample(
             inner.requests.active(),
             inner.connections.active(),
-            self.state(),
-            in_state,
+            state,
+            since.elapsed(),
             since_trigger,
         );
     }

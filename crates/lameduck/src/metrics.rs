@@ -125,6 +125,11 @@ pub(crate) fn describe() {
         for state in STATES {
             metrics::gauge!(STATE, "state" => state.as_str()).set(0.0);
         }
+        // Counters exist from the start, so the first increase is seen as one (a counter
+        // that appears at 1 has no increase in Prometheus's eyes).
+        for counter in [REQUESTS_CUT, CONNECTIONS_CUT, TASKS_ABANDONED] {
+            metrics::counter!(counter).absolute(0);
+        }
         metrics::gauge!(STATE, "state" => State::Starting.as_str()).set(1.0);
     });
 }
@@ -159,8 +164,11 @@ pub(crate) fn shutdown_began(reason: &crate::Reason) {
     metrics::counter!(SHUTDOWNS, "reason" => reason.to_string()).increment(1);
 }
 
-pub(crate) fn shutdown_ended(took: Duration) {
+/// The shutdown's duration and the time in Stopping, as the report has them.
+pub(crate) fn shutdown_ended(took: Duration, stopping: Duration) {
     metrics::gauge!(SHUTDOWN_DURATION).set(took.as_secs_f64());
+    metrics::gauge!(STATE_DURATION, "state" => State::Stopping.as_str())
+        .set(stopping.as_secs_f64());
 }
 
 pub(crate) fn hook_ran(name: &str, phase: &'static str, outcome: HookOutcome, took: Duration) {

@@ -8,7 +8,7 @@ use crate::hooks::HookOutcome;
 pub(crate) fn shutdown_began(_reason: &crate::Reason) {}
 
 #[inline(always)]
-pub(crate) fn shutdown_ended(_took: Duration) {}
+pub(crate) fn shutdown_ended(_took: Duration, _stopping: Duration) {}
 
 #[inline(always)]
 pub(crate) fn hook_ran(_name: &str, _phase: &'static str, _outcome: HookOutcome, _took: Duration) {}

@@ -36,6 +36,10 @@ use verdict::{EXIT_NOT_READY, Failure, Observed, Second};
 
 /// Exit status when simulate itself was interrupted (the shell's 128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
+/// The kubelet's extension of the grace period when the preStop hook used all of it.
+const PRESTOP_EXTENSION: Duration = Duration::from_secs(2);
+/// How long a process killed with SIGKILL may take to be reaped before simulate gives up.
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
 /// The kubelet's probe timeout default (`timeoutSeconds: 1`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often readiness is polled while waiting for the service to start.
@@ -60,6 +64,8 @@ pub(crate) struct Plan {
     pub(crate) live: Option<Target>,
     pub(crate) prestop: Option<Target>,
     pub(crate) load: LoadConfig,
+    /// Where the load goes, for checking that nothing else answers there first.
+    pub(crate) traffic: Target,
     pub(crate) before: Duration,
     pub(crate) propagation: Duration,
     pub(crate) grace: Duration,
@@ -170,6 +176,8 @@ impl Service {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        // The service dies with simulate even when simulate is killed (SIGKILL, OOM).
+        crate::child::tie_to_runner(&mut command, None);
         if let Some(path) = termination_log {
             command.env(TERMINATION_LOG_VAR, path);
         }
@@ -209,7 +217,9 @@ impl Service {
                 return end;
             }
             if exited.changed().await.is_err() {
-                // The watcher thread is gone without a status: treat it as gone now.
+                // The watcher thread ended without a status (the wait failed): nothing
+                // more will come; the caller's deadline (the grace period, then the
+                // patience after SIGKILL) ends the wait.
                 std::future::pending::<()>().await;
             }
         }
@@ -299,8 +309,23 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         .service_log
         .clone()
         .unwrap_or_else(|| dir.join("service.log"));
-    // A termination log of the caller's own choosing is left alone, and read.
+    // Another process answering where the service is to serve would be judged in its
+    // place (a stale instance, a port taken).
+    for (flag, target) in [("--ready", &plan.ready), ("--traffic", &plan.traffic)] {
+        if http_get::connect(target.host(), target.port())
+            .await
+            .is_ok()
+        {
+            return Err(format!(
+                "something already accepts connections at {flag} {target} before the service \
+                 started: stop it, or choose another port"
+            ));
+        }
+    }
+    // A termination log of the caller's own choosing is read only if the service wrote
+    // it during this run.
     let own_termination_log = std::env::var_os(TERMINATION_LOG_VAR).map(PathBuf::from);
+    let previous_message = own_termination_log.as_deref().and_then(modified);
     let ours = dir.join("termination-log");
     let termination_log = own_termination_log.clone().unwrap_or_else(|| ours.clone());
     let service = Service::start(
@@ -343,24 +368,38 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         .clone()
         .map(|live| probe_every(live, plan.probe_period, probes_stop.clone()));
     let load_started = Instant::now();
+    // The load's clock starts a whole number of seconds before the trigger, so that its
+    // per-second buckets begin at the trigger (slots before `load_started` are skipped).
+    let whole_seconds_before = plan.before.as_secs() + u64::from(plan.before.subsec_nanos() > 0);
+    let origin = (load_started + plan.before)
+        .checked_sub(Duration::from_secs(whole_seconds_before))
+        .unwrap_or(load_started);
     let (stop_load, load_stops) = tokio::sync::oneshot::channel::<()>();
     let load = tokio::spawn(lameduck_load::run_from(
         plan.load.clone(),
         async move {
             let _ = load_stops.await;
         },
-        load_started.into_std(),
+        origin.into_std(),
     ));
 
     // The trigger: preStop, then SIGTERM; traffic for the propagation window.
     let trigger = load_started + plan.before;
     sleep_until(trigger).await;
+    if let Some((status, _)) = *service.exited.borrow() {
+        return Err(format!(
+            "the service exited ({}) {} after it was ready, before the trigger; its log: {}",
+            describe(status),
+            humantime::format_duration(Duration::from_millis(millis(started.elapsed()))),
+            log.display()
+        ));
+    }
     let traffic_stops = trigger + plan.propagation;
     let stop_traffic = tokio::spawn(async move {
         sleep_until(traffic_stops).await;
         let _ = stop_load.send(());
     });
-    let grace_ends = trigger + plan.grace;
+    let mut grace_ends = trigger + plan.grace;
     let mut prestop = None;
     if let Some(url) = &plan.prestop {
         let request = GetRequest {
@@ -375,6 +414,11 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
             Err(error) => error.to_string(),
         };
         prestop = Some((millis(trigger.elapsed()), answer));
+        if Instant::now() >= grace_ends {
+            // The kubelet's one-off extension for a preStop hook that used the whole grace
+            // period, so SIGTERM still gets a moment.
+            grace_ends = Instant::now() + PRESTOP_EXTENSION;
+        }
     }
     let sigterm_at = Instant::now();
     if !service.has_exited() {
@@ -386,7 +430,13 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         _ = sleep_until(grace_ends) => {
             killed = true;
             service.kill_all();
-            service.wait().await
+            tokio::time::timeout(KILL_PATIENCE, service.wait())
+                .await
+                .map_err(|_| format!(
+                    "the service (pid {}) did not end within {} of SIGKILL",
+                    service.pid,
+                    humantime::format_duration(KILL_PATIENCE)
+                ))?
         }
     };
     let _ = stop_probes.send(true);
@@ -401,7 +451,7 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
     };
     service.kill_all();
 
-    let offset_ms = i64::try_from(millis(plan.before)).unwrap_or(i64::MAX);
+    let offset_ms = i64::try_from(millis(trigger - origin)).unwrap_or(i64::MAX);
     let failures = report
         .failures_at
         .iter()
@@ -410,7 +460,7 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
             class: f.class,
         })
         .collect();
-    let offset_s = i64::try_from(plan.before.as_secs_f64().round() as u64).unwrap_or(0);
+    let offset_s = i64::try_from(whole_seconds_before).unwrap_or(i64::MAX);
     let timeline = report
         .timeline
         .iter()
@@ -432,10 +482,18 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         .find(|r| r.failure.is_some())
         .map(|r| millis(r.began - trigger));
     let live_during: Vec<&ProbeResult> = live_results.iter().flatten().filter(during).collect();
+    let live_failed_before = live_results
+        .iter()
+        .flatten()
+        .filter(|r| r.began < trigger && r.failure.is_some())
+        .count() as u64;
     let live_failed: Vec<&&ProbeResult> =
         live_during.iter().filter(|r| r.failure.is_some()).collect();
-    let termination_message = std::fs::read_to_string(&termination_log)
-        .ok()
+    let written_now = own_termination_log.is_none()
+        || modified(&termination_log).is_some_and(|at| Some(at) != previous_message);
+    let termination_message = written_now
+        .then(|| std::fs::read_to_string(&termination_log).ok())
+        .flatten()
         .filter(|text| !text.trim().is_empty());
     if own_termination_log.is_none() && plan.service_log.is_some() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -456,6 +514,9 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         live_probes: live_results.as_ref().map(|_| live_during.len() as u64),
         liveness_failures: live_failed.len() as u64,
         liveness_failure: live_failed.first().and_then(|r| r.failure.clone()),
+        liveness_failures_before: live_failed_before,
+        rate_asked: plan.load.rate,
+        full_seconds_before: plan.before.as_secs(),
         exit_ms: millis(exit_at.saturating_duration_since(trigger)),
         exit_code: exit_code(status),
         killed,
@@ -464,6 +525,11 @@ async fn simulate(plan: &Plan) -> Result<(Observed, PathBuf), String> {
         termination_message,
     };
     Ok((observed, log))
+}
+
+/// When the file at `path` was last written, if it exists.
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The shell's convention: the code, or 128+N for a signal N.

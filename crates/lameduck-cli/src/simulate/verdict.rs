@@ -63,6 +63,13 @@ pub(crate) struct Observed {
     pub(crate) liveness_failures: u64,
     /// The first liveness failure's reason.
     pub(crate) liveness_failure: Option<String>,
+    /// Liveness probes that failed between readiness and the trigger (steady state).
+    pub(crate) liveness_failures_before: u64,
+    /// The rate asked for, requests per second.
+    pub(crate) rate_asked: u64,
+    /// Whole seconds of traffic before the trigger (the first second of a `--before` that
+    /// is not a whole number of seconds is partial, and not counted in the rate).
+    pub(crate) full_seconds_before: u64,
     /// When the process exited, its exit code (128+N for a signal N), and whether it had
     /// to be killed.
     pub(crate) exit_ms: u64,
@@ -84,9 +91,51 @@ impl Observed {
             .map_or(0, |(_, n)| *n)
     }
 
-    /// Every request sent.
+    /// Every request sent: attempts hyper gave back unwritten (`not_sent`, sent again on
+    /// a new connection) are not requests.
     pub(crate) fn total(&self) -> u64 {
-        self.requests.iter().map(|(_, n)| n).sum()
+        self.requests
+            .iter()
+            .filter(|(c, _)| *c != Class::NotSent)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Failed requests that started before the trigger (steady state, not the shutdown).
+    pub(crate) fn failed_before_trigger(&self) -> u64 {
+        self.failures.iter().filter(|f| f.at_ms < 0).count() as u64
+    }
+
+    /// Failures of `class` at or after the trigger (all of them when their times were not
+    /// all kept).
+    fn failed_after_trigger(&self, class: Class) -> u64 {
+        if self.failures_untimed > 0 {
+            return self.count(class);
+        }
+        self.failures
+            .iter()
+            .filter(|f| f.class == class && f.at_ms >= 0)
+            .count() as u64
+    }
+
+    /// Requests per second reached over the whole seconds before the trigger, if any.
+    pub(crate) fn rate_reached(&self) -> Option<u64> {
+        let full = i64::try_from(self.full_seconds_before).unwrap_or(i64::MAX);
+        let before: Vec<&Second> = self
+            .timeline
+            .iter()
+            .filter(|s| s.from_s < 0 && s.from_s >= -full)
+            .collect();
+        if before.is_empty() {
+            return None;
+        }
+        let sent: u64 = before
+            .iter()
+            .flat_map(|s| s.counts.iter())
+            .filter(|(c, _)| *c != Class::NotSent)
+            .map(|(_, n)| n)
+            .sum();
+        Some(sent / before.len() as u64)
     }
 
     /// Failed requests.
@@ -96,7 +145,11 @@ impl Observed {
 
     /// The exit status of `simulate`.
     pub(crate) fn exit_status(&self) -> u8 {
-        if self.failed() == 0 && self.liveness_failures == 0 && !self.killed {
+        if self.failed() == 0
+            && self.liveness_failures == 0
+            && self.liveness_failures_before == 0
+            && !self.killed
+        {
             EXIT_PASSED
         } else {
             EXIT_PROBLEMS
@@ -127,7 +180,22 @@ impl Observed {
     pub(crate) fn advice(&self) -> Vec<String> {
         let mut advice = Vec::new();
         let propagation = self.propagation.as_millis();
-        if self.count(Class::Refused) > 0 {
+        let before = self.failed_before_trigger();
+        if before > 0 {
+            advice.push(format!(
+                "{before} requests failed before the trigger, in steady state: the service \
+                 does not keep up with this load (lower --rate or --clients), or fails for \
+                 another reason; fix that first, the rest is about the shutdown"
+            ));
+        }
+        if self.liveness_failures_before > 0 {
+            advice.push(format!(
+                "liveness failed {} times before the trigger, in steady state: in a cluster \
+                 the kubelet would restart the container",
+                self.liveness_failures_before
+            ));
+        }
+        if self.failed_after_trigger(Class::Refused) > 0 {
             advice.push(format!(
                 "refused connections after SIGTERM: the listener closed before endpoints were \
                  updated: keep serving for the propagation window ({} ms here; a shutdown \
@@ -135,7 +203,7 @@ impl Observed {
                 propagation
             ));
         }
-        if self.count(Class::NoResponse) > 0 {
+        if self.failed_after_trigger(Class::NoResponse) > 0 {
             advice.push(
                 "requests written but never answered: connections were closed (or reset) with \
                  requests on them: while draining, answer with `Connection: close` (HTTP/2: \
@@ -144,7 +212,7 @@ impl Observed {
                     .to_owned(),
             );
         }
-        if self.count(Class::Status5xx) > 0 {
+        if self.failed_after_trigger(Class::Status5xx) > 0 {
             advice.push(
                 "5xx answers during the shutdown: the service refused work it was still \
                  being sent: keep serving normally until traffic has stopped coming (fail \
@@ -152,7 +220,7 @@ impl Observed {
                     .to_owned(),
             );
         }
-        if self.count(Class::Timeout) > 0 {
+        if self.failed_after_trigger(Class::Timeout) > 0 {
             advice.push(
                 "requests timed out: the service stopped answering without closing their \
                  connections (a drain that waits on something that never ends?)"
@@ -240,6 +308,18 @@ impl Observed {
             );
         }
         let _ = writeln!(out, "  {:<12} {:>7}", "ok", self.count(Class::Ok));
+        if let Some(reached) = self.rate_reached() {
+            let _ = writeln!(
+                out,
+                "load: {} requests/s asked, {reached} reached before the trigger{}",
+                self.rate_asked,
+                if reached * 10 < self.rate_asked * 9 {
+                    " (short of the rate: the load generator or the service could not keep up)"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(out, "timeline (from the trigger):");
         let mut events: Vec<(u64, String)> = Vec::new();
         if let Some((ms, answer)) = &self.prestop {
@@ -273,8 +353,9 @@ impl Observed {
             Some(probes) => {
                 let _ = writeln!(
                     out,
-                    "liveness: {} of {probes} probes failed during the shutdown{}",
+                    "liveness: {} of {probes} probes failed during the shutdown, {} before it{}",
                     self.liveness_failures,
+                    self.liveness_failures_before,
                     self.liveness_failure
                         .as_deref()
                         .map(|why| format!(" (first: {why})"))
@@ -336,6 +417,10 @@ impl Observed {
             "passed": self.exit_status() == EXIT_PASSED,
             "requests": self.total(),
             "ok": self.count(Class::Ok),
+            "not_sent": self.count(Class::NotSent),
+            "rate_asked": self.rate_asked,
+            "rate_reached": self.rate_reached(),
+            "failed_before_trigger": self.failed_before_trigger(),
             "failed": self.failed(),
             "failed_by_class": by_class,
             "failures": self.failures.iter().map(|f| serde_json::json!({"at_ms": f.at_ms, "class": f.class.as_str()})).collect::<Vec<_>>(),
@@ -345,6 +430,7 @@ impl Observed {
             "ready_flip_ms": self.ready_flip_ms,
             "liveness_probes": self.live_probes,
             "liveness_failures": self.liveness_failures,
+            "liveness_failures_before_trigger": self.liveness_failures_before,
             "exit_code": self.exit_code,
             "exit_ms": self.exit_ms,
             "killed": self.killed,
@@ -382,6 +468,15 @@ mod tests {
             grace: Duration::from_secs(30),
             ..Observed::default()
         }
+    }
+
+    /// `n` failures of `class`, all at `at_ms`.
+    fn failing(mut observed: Observed, class: Class, n: u64, at_ms: i64) -> Observed {
+        observed.requests.push((class, n));
+        observed
+            .failures
+            .extend((0..n).map(|_| Failure { at_ms, class }));
+        observed
     }
 
     #[test]
@@ -423,13 +518,11 @@ mod tests {
         assert!(text.contains("from +0.030 s to +1.970 s"), "{text}");
         assert_eq!(refused.to_json()["failed_by_class"]["refused"], 7);
 
-        let mut unanswered = clean();
-        unanswered.requests.push((Class::NoResponse, 3));
+        let unanswered = failing(clean(), Class::NoResponse, 3, 5);
         assert_eq!(unanswered.exit_status(), EXIT_PROBLEMS);
         assert!(unanswered.advice().join("\n").contains("never answered"));
 
-        let mut errors = clean();
-        errors.requests.push((Class::Status5xx, 2));
+        let errors = failing(clean(), Class::Status5xx, 2, 100);
         assert!(errors.advice().join("\n").contains("5xx answers"));
 
         let mut killed = clean();
@@ -456,6 +549,46 @@ mod tests {
         let advice = observed.advice().join("\n");
         assert!(advice.contains("readiness never failed"), "{advice}");
         assert!(advice.contains("exited with status 1"), "{advice}");
+    }
+
+    #[test]
+    fn failures_before_the_trigger_are_told_apart_from_the_shutdown() {
+        let mut observed = clean();
+        observed.requests.push((Class::Refused, 2));
+        observed.failures = vec![
+            Failure {
+                at_ms: -800,
+                class: Class::Refused,
+            },
+            Failure {
+                at_ms: -10,
+                class: Class::Refused,
+            },
+        ];
+        assert_eq!(observed.exit_status(), EXIT_PROBLEMS);
+        assert_eq!(observed.failed_before_trigger(), 2);
+        let advice = observed.advice().join("\n");
+        assert!(
+            advice.contains("2 requests failed before the trigger"),
+            "{advice}"
+        );
+        assert!(!advice.contains("after SIGTERM"), "{advice}");
+    }
+
+    #[test]
+    fn requests_resent_unwritten_are_not_requests() {
+        let mut observed = clean();
+        observed.requests.push((Class::NotSent, 5));
+        assert_eq!(observed.total(), 1000);
+        assert_eq!(observed.to_json()["not_sent"], 5);
+    }
+
+    #[test]
+    fn a_liveness_failure_in_steady_state_fails_the_verdict() {
+        let mut observed = clean();
+        observed.liveness_failures_before = 1;
+        assert_eq!(observed.exit_status(), EXIT_PROBLEMS);
+        assert!(observed.advice().join("\n").contains("before the trigger"));
     }
 
     #[test]
