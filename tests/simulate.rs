@@ -49,6 +49,30 @@ fn python(mode: &str, port: u16, extra: &[&str]) -> (i32, serde_json::Value) {
     )
 }
 
+/// `orders` (2 s shutdown delay) under simulate; `args` is given its admin and traffic
+/// ports.
+fn simulate_orders(
+    label: &str,
+    args: impl FnOnce(u16, u16) -> Vec<String>,
+) -> (i32, serde_json::Value) {
+    let dir = TempDir::new(label);
+    let (traffic, admin) = (free_port(), free_port());
+    let args = args(admin, traffic);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let state = dir.path().join("orders-state.json");
+    let orders = binary("orders");
+    simulate(
+        &args,
+        &[
+            ("PORT", traffic.to_string()),
+            ("LAMEDUCK_ADMIN_ADDR", format!("127.0.0.1:{admin}")),
+            ("LAMEDUCK_SHUTDOWN_DELAY", "2s".to_owned()),
+            ("ORDERS_STATE", state.to_str().unwrap().to_owned()),
+        ],
+        &[orders.to_str().unwrap()],
+    )
+}
+
 fn class(verdict: &serde_json::Value, class: &str) -> u64 {
     verdict["failed_by_class"][class].as_u64().unwrap()
 }
@@ -65,23 +89,16 @@ fn advice(verdict: &serde_json::Value) -> String {
 
 #[test]
 fn orders_loses_nothing_and_passes() {
-    let dir = TempDir::new("simulate-orders");
-    let (traffic, admin) = (free_port(), free_port());
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let live = format!("http://127.0.0.1:{admin}/livez");
-    let load = format!("http://127.0.0.1:{traffic}/");
-    let state = dir.path().join("orders-state.json");
-    let orders = binary("orders");
-    let (status, verdict) = simulate(
-        &["--ready", &ready, "--live", &live, "--traffic", &load],
-        &[
-            ("PORT", traffic.to_string()),
-            ("LAMEDUCK_ADMIN_ADDR", format!("127.0.0.1:{admin}")),
-            ("LAMEDUCK_SHUTDOWN_DELAY", "2s".to_owned()),
-            ("ORDERS_STATE", state.to_str().unwrap().to_owned()),
-        ],
-        &[orders.to_str().unwrap()],
-    );
+    let (status, verdict) = simulate_orders("simulate-orders", |admin, traffic| {
+        vec![
+            "--ready".into(),
+            format!("http://127.0.0.1:{admin}/readyz"),
+            "--live".into(),
+            format!("http://127.0.0.1:{admin}/livez"),
+            "--traffic".into(),
+            format!("http://127.0.0.1:{traffic}/"),
+        ]
+    });
     assert_eq!(status, 0, "{verdict:#}");
     assert_eq!(verdict["failed"], 0, "{verdict:#}");
     assert!(verdict["requests"].as_u64().unwrap() > 0, "{verdict:#}");
@@ -201,23 +218,16 @@ fn a_service_that_never_becomes_ready_exits_3() {
 /// SIGTERM: the kubelet's order, and the shutdown's reason is the hook.
 #[test]
 fn the_prestop_hook_comes_before_sigterm() {
-    let dir = TempDir::new("simulate-prestop");
-    let (traffic, admin) = (free_port(), free_port());
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let prestop = format!("http://127.0.0.1:{admin}/shutdown");
-    let load = format!("http://127.0.0.1:{traffic}/");
-    let state = dir.path().join("orders-state.json");
-    let orders = binary("orders");
-    let (status, verdict) = simulate(
-        &["--ready", &ready, "--prestop", &prestop, "--traffic", &load],
-        &[
-            ("PORT", traffic.to_string()),
-            ("LAMEDUCK_ADMIN_ADDR", format!("127.0.0.1:{admin}")),
-            ("LAMEDUCK_SHUTDOWN_DELAY", "2s".to_owned()),
-            ("ORDERS_STATE", state.to_str().unwrap().to_owned()),
-        ],
-        &[orders.to_str().unwrap()],
-    );
+    let (status, verdict) = simulate_orders("simulate-prestop", |admin, traffic| {
+        vec![
+            "--ready".into(),
+            format!("http://127.0.0.1:{admin}/readyz"),
+            "--prestop".into(),
+            format!("http://127.0.0.1:{admin}/shutdown"),
+            "--traffic".into(),
+            format!("http://127.0.0.1:{traffic}/"),
+        ]
+    });
     assert_eq!(status, 0, "{verdict:#}");
     assert_eq!(verdict["failed"], 0, "{verdict:#}");
     let prestop_ms = verdict["prestop_ms"].as_u64().expect("the hook ran");
