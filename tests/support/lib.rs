@@ -98,16 +98,6 @@ impl Drop for TempDir {
     }
 }
 
-/// The variables of `lameduck::Platform` detection.
-const PLATFORM_VARIABLES: [&str; 6] = [
-    "KUBERNETES_SERVICE_HOST",
-    "K_SERVICE",
-    "ECS_CONTAINER_METADATA_URI_V4",
-    "NOMAD_ALLOC_ID",
-    "NOTIFY_SOCKET",
-    "INVOCATION_ID",
-];
-
 /// A service process started the way a kubelet starts a container.
 pub struct Service {
     child: Child,
@@ -152,7 +142,7 @@ impl Service {
         // budget (docs/platform.md): the tests plan with the unknown platform's, whatever
         // the machine running them (a CI runner under systemd sets INVOCATION_ID), unless
         // a test sets one in `env`.
-        for key in PLATFORM_VARIABLES {
+        for key in lameduck::Platform::VARIABLES {
             command.env_remove(key);
         }
         command

@@ -234,12 +234,7 @@ pub async fn run_grpc(
     let workers: Vec<_> = (0..clients)
         .map(|_| tokio::spawn(worker(Arc::clone(&shared), endpoint.connect_lazy())))
         .collect();
-    let duration = async {
-        match shared.deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-            None => std::future::pending().await,
-        }
-    };
+    let duration = lameduck_load::until(shared.deadline);
     tokio::select! {
         () = stop => {}
         () = duration => {}

@@ -105,14 +105,7 @@ fn supervisor_env(command: &mut Command, dir: &Path) {
     }
     // The variables by which platforms announce themselves choose the defaults of the
     // budget (docs/platform.md): the tests plan with the unknown platform's.
-    for name in [
-        "KUBERNETES_SERVICE_HOST",
-        "K_SERVICE",
-        "ECS_CONTAINER_METADATA_URI_V4",
-        "NOMAD_ALLOC_ID",
-        "NOTIFY_SOCKET",
-        "INVOCATION_ID",
-    ] {
+    for name in lameduck::Platform::VARIABLES {
         command.env_remove(name);
     }
     command

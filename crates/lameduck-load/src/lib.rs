@@ -129,6 +129,6 @@ mod slow;
 pub use config::{ConfigError, LoadConfig, Target};
 pub use http::Method;
 pub use idle::IdleConnections;
-pub use load::{Pacer, next_slot, run, run_from};
+pub use load::{Pacer, next_slot, run, run_from, until};
 pub use report::{Bucket, Class, Counts, FAILURES_AT_CAP, FailureAt, LoadReport, Recorder};
 pub use slow::{SlowReport, SlowRequests};

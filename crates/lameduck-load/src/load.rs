@@ -86,12 +86,7 @@ pub async fn run_from(
         .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
         .collect();
 
-    let duration = async {
-        match shared.deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-            None => std::future::pending().await,
-        }
-    };
+    let duration = until(shared.deadline);
     tokio::select! {
         () = stop => {}
         () = duration => {}
@@ -131,6 +126,14 @@ struct Shared {
     /// Milliseconds since `start`, plus one, of the first refused connect since the last
     /// sign of life (a connect or a complete response); 0 when there is none.
     refused_since: AtomicU64,
+}
+
+/// Resolves at `deadline`, or never without one: the end of a run of a set duration.
+pub async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the next send time a run's workers share (from `pacer`, or at once without

@@ -104,6 +104,22 @@ pub(crate) struct Budget {
 }
 
 impl Platform {
+    /// The environment variables by which platforms announce themselves, in order of
+    /// precedence. A test or a supervisor that wants the unknown platform's budget whatever
+    /// the machine removes them from a child's environment.
+    ///
+    /// ```
+    /// assert!(lameduck::Platform::VARIABLES.contains(&"KUBERNETES_SERVICE_HOST"));
+    /// ```
+    pub const VARIABLES: [&'static str; 6] = [
+        DETECTION[0].0,
+        DETECTION[1].0,
+        DETECTION[2].0,
+        DETECTION[3].0,
+        DETECTION[4].0,
+        DETECTION[5].0,
+    ];
+
     /// Every platform, in order of precedence (`Unknown` last).
     #[cfg(test)]
     pub(crate) const ALL: [Platform; 6] = [
