@@ -5,7 +5,9 @@
 //! does while endpoints and load balancers catch up), then stops. Every request is
 //! classified. lameduck (`hello`) runs with `LAMEDUCK_SHUTDOWN_DELAY` = window + 1 s, as it
 //! is meant to be deployed (the delay covers the propagation time); the baseline is
-//! `baseline-axum`.
+//! `baseline-axum`, run twice: as axum's docs show it, and with `BASELINE_SHUTDOWN_DELAY`
+//! = lameduck's delay ("axum + the same delay": what a preStop `sleep` gives plain axum).
+//! The sides alternate within each trial round.
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +32,7 @@ pub(crate) struct Settings {
     pub(crate) window_ms: u64,
     /// lameduck's `LAMEDUCK_SHUTDOWN_DELAY`, ms.
     pub(crate) shutdown_delay_ms: u64,
-    /// Runs per side (alternating sides).
+    /// Runs per side (alternating sides; the delayed baseline too).
     pub(crate) trials: usize,
 }
 
@@ -62,6 +64,10 @@ pub(crate) struct Trial {
 pub(crate) struct SideOutcome {
     pub(crate) side: Side,
     pub(crate) service: String,
+    /// The baseline with `BASELINE_SHUTDOWN_DELAY` = lameduck's delay ("axum + the same
+    /// delay"): SIGTERM, serve on for the delay, then axum's graceful shutdown.
+    #[serde(default)]
+    pub(crate) delayed: bool,
     /// Summed over the trials.
     pub(crate) totals: Counts,
     pub(crate) no_response_reused: u64,
@@ -76,6 +82,19 @@ impl SideOutcome {
     pub(crate) fn requests(&self) -> u64 {
         self.totals.total() - self.totals.not_sent
     }
+
+    /// `lameduck`, `baseline` or `baseline_delay` (CSV names).
+    pub(crate) fn label(&self) -> &'static str {
+        side_label(self.side, self.delayed)
+    }
+}
+
+/// `lameduck`, `baseline`, or `baseline_delay` for the baseline with lameduck's delay.
+pub(crate) fn side_label(side: Side, delayed: bool) -> &'static str {
+    match (side, delayed) {
+        (Side::Baseline, true) => "baseline_delay",
+        (side, _) => side.label(),
+    }
 }
 
 /// Part 1's result.
@@ -84,39 +103,53 @@ pub(crate) struct Outcome {
     pub(crate) settings: Settings,
     pub(crate) lameduck: SideOutcome,
     pub(crate) baseline: SideOutcome,
+    /// `baseline-axum` with `BASELINE_SHUTDOWN_DELAY` = `settings.shutdown_delay_ms`.
+    #[serde(default)]
+    pub(crate) baseline_delay: Option<SideOutcome>,
+}
+
+impl Outcome {
+    /// The sides that ran: lameduck, the baseline, the baseline with the delay.
+    pub(crate) fn sides(&self) -> impl Iterator<Item = &SideOutcome> {
+        [
+            Some(&self.lameduck),
+            Some(&self.baseline),
+            self.baseline_delay.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome> {
     let settings = Settings::new(quick);
     let hello = bins.get("hello")?;
     let baseline = bins.get("baseline-axum")?;
+    let delay = Duration::from_millis(settings.shutdown_delay_ms);
     let mut outcomes = [
-        new_side(Side::Lameduck, "hello"),
-        new_side(Side::Baseline, "baseline-axum"),
+        new_side(Side::Lameduck, false, "hello"),
+        new_side(Side::Baseline, false, "baseline-axum"),
+        new_side(Side::Baseline, true, "baseline-axum"),
     ];
     for n in 0..settings.trials {
-        for (side, outcome) in Side::BOTH.into_iter().zip(outcomes.iter_mut()) {
-            let spec = match side {
-                Side::Lameduck => Spec::lameduck(
-                    "hello",
-                    hello.clone(),
-                    dir,
-                    Duration::from_millis(settings.shutdown_delay_ms),
-                    &[],
-                )?,
-                Side::Baseline => Spec::baseline(baseline.clone())?,
+        for outcome in outcomes.iter_mut() {
+            let spec = match (outcome.side, outcome.delayed) {
+                (Side::Lameduck, _) => Spec::lameduck("hello", hello.clone(), dir, delay, &[])?,
+                (Side::Baseline, false) => Spec::baseline(baseline.clone())?,
+                (Side::Baseline, true) => Spec::baseline_delayed(baseline.clone(), delay)?,
             };
+            let label = outcome.label();
             let trial = trial(&spec, &settings, dir)
                 .await
-                .with_context(|| format!("{} ({}), trial {}", side.label(), spec.name, n + 1))?;
+                .with_context(|| format!("{label} ({}), trial {}", spec.name, n + 1))?;
             eprintln!(
-                "  [1] {:<8} trial {}: {} requests, {} failed (refused {}, no_response {}, 5xx {}, timeout {}); SIGTERM→exit {:.0} ms, status {}",
-                side.label(),
+                "  [1] {label:<14} trial {}: {} requests, {} failed (refused {}, no_response {} [reused {}], 5xx {}, timeout {}); SIGTERM→exit {:.0} ms, status {}",
                 n + 1,
                 trial.report.counts.total() - trial.report.counts.not_sent,
                 trial.report.failures(),
                 trial.report.counts.refused,
                 trial.report.counts.no_response,
+                trial.report.no_response_reused,
                 trial.report.counts.status_5xx,
                 trial.report.counts.timeout,
                 trial.sigterm_to_exit_ms,
@@ -127,18 +160,20 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
             outcome.trials.push(trial);
         }
     }
-    let [lameduck, baseline] = outcomes;
+    let [lameduck, baseline, baseline_delay] = outcomes;
     Ok(Outcome {
         settings,
         lameduck,
         baseline,
+        baseline_delay: Some(baseline_delay),
     })
 }
 
-fn new_side(side: Side, service: &str) -> SideOutcome {
+fn new_side(side: Side, delayed: bool, service: &str) -> SideOutcome {
     SideOutcome {
         side,
         service: service.to_owned(),
+        delayed,
         totals: Counts::default(),
         no_response_reused: 0,
         trials: Vec::new(),

@@ -1,5 +1,7 @@
 //! `lameduck-bench`: lameduck against the naive `axum::serve(..).with_graceful_shutdown(..)`
-//! baseline, in the same run, on this machine. See BENCHMARKS.md.
+//! baseline (and, in parts 1 and 2, against that baseline with a sleep as long as
+//! lameduck's delay before its graceful shutdown), in the same run, on this machine. See
+//! BENCHMARKS.md.
 //!
 //! 1. failed requests across a shutdown ([`failed_requests`]);
 //! 2. a rolling restart behind nginx ([`rolling_restart`]);
@@ -380,37 +382,40 @@ async fn tools() -> Vec<String> {
 
 const PLOT: &str = include_str!("plot.py");
 
-/// `shutdown.png` from part 1's first trial per side, with python3 + matplotlib.
+/// `shutdown.png` from part 1's first trial per side (lameduck, plain axum, axum + the
+/// same delay), with python3 + matplotlib.
 async fn plot(o: &failed_requests::Outcome, out: &Path, temp: &Path) -> Result<()> {
     let script = temp.join("plot.py");
     std::fs::write(&script, PLOT)?;
-    let csv = |label: &str| out.join(format!("shutdown_timeline_{label}.csv"));
-    for side in [&o.lameduck, &o.baseline] {
-        let first = side.trials.first().context("part 1 has no trial to plot")?;
-        std::fs::write(csv(side.side.label()), first.report.timeline_csv())?;
-    }
-    let title = |side: &failed_requests::SideOutcome| match side.side {
-        process::Side::Lameduck => format!(
-            "lameduck ({}, LAMEDUCK_SHUTDOWN_DELAY={} s)",
-            side.service,
-            o.settings.shutdown_delay_ms as f64 / 1000.0
-        ),
-        process::Side::Baseline => format!(
-            "baseline ({}: axum::serve + with_graceful_shutdown)",
-            side.service
-        ),
-    };
+    let delay_s = o.settings.shutdown_delay_ms as f64 / 1000.0;
     let png = out.join("shutdown.png");
-    let args = [
+    let mut args = vec![
         script.display().to_string(),
         png.display().to_string(),
         (o.settings.before_ms as f64 / 1000.0).to_string(),
         (o.settings.window_ms as f64 / 1000.0).to_string(),
-        csv("lameduck").display().to_string(),
-        title(&o.lameduck),
-        csv("baseline").display().to_string(),
-        title(&o.baseline),
     ];
+    for side in o.sides() {
+        let first = side.trials.first().context("part 1 has no trial to plot")?;
+        let csv = out.join(format!("shutdown_timeline_{}.csv", side.label()));
+        std::fs::write(&csv, first.report.timeline_csv())?;
+        let title = match (side.side, side.delayed) {
+            (process::Side::Lameduck, _) => format!(
+                "lameduck ({}, LAMEDUCK_SHUTDOWN_DELAY={delay_s} s)",
+                side.service
+            ),
+            (process::Side::Baseline, false) => format!(
+                "plain axum ({}: axum::serve + with_graceful_shutdown)",
+                side.service
+            ),
+            (process::Side::Baseline, true) => format!(
+                "axum + the same delay ({}, BASELINE_SHUTDOWN_DELAY={delay_s} s)",
+                side.service
+            ),
+        };
+        args.push(csv.display().to_string());
+        args.push(title);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     process::run_command("python3", &args, std::time::Duration::from_secs(120))
         .await
@@ -434,7 +439,7 @@ fn update_doc(doc: &Path, markdown: &str, out: &Path) -> Result<()> {
     let image = out.join("shutdown.png");
     let image = if image.is_file() {
         format!(
-            "\n![Requests per second and failed requests across a shutdown, lameduck beside the baseline]({})\n",
+            "\n![Requests per second and failed requests across a shutdown: lameduck, plain axum, axum + the same delay]({})\n",
             image.display()
         )
     } else {

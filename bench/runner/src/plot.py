@@ -1,7 +1,7 @@
 # Written out and run by lameduck-bench: requests per second and failed requests over time
-# across a shutdown (part 1), lameduck beside the baseline.
+# across a shutdown (part 1), one panel per side: lameduck, plain axum, axum + the same delay.
 #
-# python3 plot.py OUT.png SIGTERM_S WINDOW_S LAMEDUCK.csv "LAMEDUCK TITLE" BASELINE.csv "BASELINE TITLE"
+# python3 plot.py OUT.png SIGTERM_S WINDOW_S SIDE.csv "SIDE TITLE" [SIDE.csv "SIDE TITLE" ...]
 import csv
 import sys
 
@@ -25,10 +25,12 @@ def load(path):
 
 def main():
     out, sigterm, window = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-    panels = [(sys.argv[4], sys.argv[5]), (sys.argv[6], sys.argv[7])]
+    panels = list(zip(sys.argv[4::2], sys.argv[5::2]))
     data = [(load(path), title) for path, title in panels]
     xmax = max(len(rows) for rows, _ in data)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, len(data), figsize=(6.5 * len(data), 4.8), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
     for ax, (rows, title) in zip(axes, data):
         x = [r["second"] for r in rows]
         ok = [r["ok"] for r in rows]
@@ -46,12 +48,14 @@ def main():
         ax.axvspan(sigterm, sigterm + window, color="#1f77b4", alpha=0.08,
                    label=f"propagation window ({window:g} s)")
         ax.axvline(sigterm, color="black", linestyle="--", linewidth=1.2, label="SIGTERM")
-        ax.set_title(f"{title}\n{failed:,} failed requests", fontsize=11)
+        unanswered = sum(r["no_response"] for r in rows)
+        ax.set_title(f"{title}\n{failed:,} failed requests ({unanswered:,} written, never answered)",
+                     fontsize=10)
         ax.set_xlabel("seconds since the load started (1 s buckets, by request start)")
         ax.set_xlim(0, max(xmax, sigterm + window + 1))
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("requests per second")
-    handles, labels = axes[1].get_legend_handles_labels()
+    handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle("Requests across a shutdown: SIGTERM, then traffic keeps arriving while endpoints update",
                  fontsize=12)

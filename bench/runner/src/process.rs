@@ -261,6 +261,17 @@ impl Spec {
         Self::plain("baseline-axum", program, "/ready")
     }
 
+    /// `baseline-axum` with `BASELINE_SHUTDOWN_DELAY` = `delay`: axum's pattern plus a
+    /// sleep between SIGTERM and the graceful shutdown ("axum + the same delay").
+    pub(crate) fn baseline_delayed(program: PathBuf, delay: Duration) -> Result<Spec> {
+        let mut spec = Self::plain("baseline-axum-delay", program, "/ready")?;
+        spec.env.push((
+            "BASELINE_SHUTDOWN_DELAY".to_owned(),
+            format!("{}ms", delay.as_millis()),
+        ));
+        Ok(spec)
+    }
+
     /// A baseline server without lameduck, `name`, on a fresh port given as `PORT`;
     /// [`start`](Self::start) waits for `GET ready_path` on that port (a part that waits
     /// in its own way, as the gRPC one does, passes an empty path and spawns).

@@ -14,7 +14,16 @@
 //! 4. put it back in the upstream, reload, let it take traffic for a moment, next replica.
 //!
 //! lameduck's replicas are `orders` with `LAMEDUCK_SHUTDOWN_DELAY` = 3 s (≥ lag + reload
-//! time); the baseline's are `baseline-axum`.
+//! time); the baseline's are `baseline-axum`, and the third side's are `baseline-axum` with
+//! `BASELINE_SHUTDOWN_DELAY` = the same 3 s ("axum + the same delay"; in quick mode only
+//! under `proxy_next_upstream off`, to keep it short).
+//!
+//! A request nginx wrote to a replica that then closed the connection without answering
+//! ("written, never answered") does not reach the client as such: nginx does not resend a
+//! POST it has sent, and answers the client 502 (the client's `status_5xx`). nginx's error
+//! log names each (`upstream prematurely closed connection` / `recv() failed` `while
+//! reading response header from upstream`); [`SideOutcome::unanswered_upstream`] counts
+//! them.
 //!
 //! Two proxy settings are measured, since they decide what a client sees:
 //!
@@ -118,6 +127,9 @@ pub(crate) struct Restart {
 pub(crate) struct SideOutcome {
     pub(crate) side: Side,
     pub(crate) service: String,
+    /// The baseline with `BASELINE_SHUTDOWN_DELAY` = lameduck's delay.
+    #[serde(default)]
+    pub(crate) delayed: bool,
     /// loadgen's report of the client side (through nginx).
     pub(crate) report: LoadReport,
     pub(crate) restarts: Vec<Restart>,
@@ -133,6 +145,25 @@ impl SideOutcome {
     pub(crate) fn requests(&self) -> u64 {
         self.report.counts.total() - self.report.counts.not_sent
     }
+
+    /// `lameduck`, `baseline` or `baseline_delay` (CSV names).
+    pub(crate) fn label(&self) -> &'static str {
+        crate::failed_requests::side_label(self.side, self.delayed)
+    }
+
+    /// Requests nginx wrote to a replica that closed the connection (or reset it) before a
+    /// response head: written, never answered. The client got a 502 for each (nginx does
+    /// not resend a POST once sent), so they are also in the client's `status_5xx`.
+    pub(crate) fn unanswered_upstream(&self) -> u64 {
+        self.nginx_errors
+            .iter()
+            .filter(|(message, _)| {
+                message.starts_with("[error]")
+                    && message.contains("while reading response header from upstream")
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// Both sides under one proxy setting.
@@ -141,6 +172,23 @@ pub(crate) struct Variant {
     pub(crate) retry: Retry,
     pub(crate) lameduck: SideOutcome,
     pub(crate) baseline: SideOutcome,
+    /// `baseline-axum` with `BASELINE_SHUTDOWN_DELAY` = `shutdown_delay_ms`; `None` where
+    /// it did not run (quick mode: `proxy_next_upstream error timeout`).
+    #[serde(default)]
+    pub(crate) baseline_delay: Option<SideOutcome>,
+}
+
+impl Variant {
+    /// The sides that ran.
+    pub(crate) fn sides(&self) -> impl Iterator<Item = &SideOutcome> {
+        [
+            Some(&self.lameduck),
+            Some(&self.baseline),
+            self.baseline_delay.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// The control run: client keep-alive to nginx, reloads only, no restart.
@@ -172,15 +220,22 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
     let mut variants = Vec::new();
     for retry in [Retry::Default, Retry::Off] {
         let mut sides = Vec::new();
-        for side in Side::BOTH {
-            let sub = dir.join(format!("{retry:?}-{}", side.label()));
+        // The delayed baseline: in quick mode only under `off`, the setting without retries.
+        let with_delayed = !quick || retry == Retry::Off;
+        let kinds = [
+            (Side::Lameduck, false),
+            (Side::Baseline, false),
+            (Side::Baseline, true),
+        ];
+        for (side, delayed) in kinds.into_iter().filter(|&(_, d)| with_delayed || !d) {
+            let label = crate::failed_requests::side_label(side, delayed);
+            let sub = dir.join(format!("{retry:?}-{label}"));
             std::fs::create_dir_all(&sub)?;
-            let outcome = run_side(bins, &nginx, side, retry, &settings, &sub)
+            let outcome = run_side(bins, &nginx, side, delayed, retry, &settings, &sub)
                 .await
-                .with_context(|| format!("{} ({})", side.label(), retry.directive()))?;
+                .with_context(|| format!("{label} ({})", retry.directive()))?;
             eprintln!(
-                "  [2] {:<8} {:<36} {} requests, {} failed (refused {}, no_response {}, 5xx {}, timeout {}); {} restarts",
-                side.label(),
+                "  [2] {label:<14} {:<36} {} requests, {} failed (refused {}, no_response {}, 5xx {}, timeout {}); written to a replica, never answered (nginx's log): {}; {} restarts",
                 retry.directive(),
                 outcome.requests(),
                 outcome.failures(),
@@ -188,16 +243,19 @@ pub(crate) async fn run(bins: &Bins, quick: bool, dir: &Path) -> Result<Outcome>
                 outcome.report.counts.no_response,
                 outcome.report.counts.status_5xx,
                 outcome.report.counts.timeout,
+                outcome.unanswered_upstream(),
                 outcome.restarts.len()
             );
             sides.push(outcome);
         }
+        let baseline_delay = if with_delayed { sides.pop() } else { None };
         let baseline = sides.pop().ok_or_else(|| anyhow!("no baseline outcome"))?;
         let lameduck = sides.pop().ok_or_else(|| anyhow!("no lameduck outcome"))?;
         variants.push(Variant {
             retry,
             lameduck,
             baseline,
+            baseline_delay,
         });
     }
     let sub = dir.join("control");
@@ -240,7 +298,13 @@ fn find_nginx() -> Result<PathBuf> {
 }
 
 /// The replicas of a side, on fresh ports.
-fn replica_specs(bins: &Bins, side: Side, settings: &Settings, dir: &Path) -> Result<Vec<Spec>> {
+fn replica_specs(
+    bins: &Bins,
+    side: Side,
+    delayed: bool,
+    settings: &Settings,
+    dir: &Path,
+) -> Result<Vec<Spec>> {
     (0..settings.replicas)
         .map(|i| match side {
             Side::Lameduck => Spec::lameduck(
@@ -258,6 +322,10 @@ fn replica_specs(bins: &Bins, side: Side, settings: &Settings, dir: &Path) -> Re
                     // Keep the queue short: this measures the HTTP path, not the worker.
                     ("ORDERS_WORK_TIME", "1ms".to_owned()),
                 ],
+            ),
+            Side::Baseline if delayed => Spec::baseline_delayed(
+                bins.get("baseline-axum")?,
+                Duration::from_millis(settings.shutdown_delay_ms),
             ),
             Side::Baseline => Spec::baseline(bins.get("baseline-axum")?),
         })
@@ -309,11 +377,12 @@ async fn run_side(
     bins: &Bins,
     nginx_bin: &Path,
     side: Side,
+    delayed: bool,
     retry: Retry,
     settings: &Settings,
     dir: &Path,
 ) -> Result<SideOutcome> {
-    let specs = replica_specs(bins, side, settings, dir)?;
+    let specs = replica_specs(bins, side, delayed, settings, dir)?;
     let (mut replicas, nginx) = start_all(&specs, nginx_bin, retry, dir).await?;
     let config = load_config(&nginx, settings, false)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -334,6 +403,7 @@ async fn run_side(
     Ok(SideOutcome {
         side,
         service: specs.first().map(|s| s.name.clone()).unwrap_or_default(),
+        delayed,
         report,
         restarts,
         nginx_errors,
@@ -348,7 +418,7 @@ async fn control(
     settings: &Settings,
     dir: &Path,
 ) -> Result<Control> {
-    let specs = replica_specs(bins, Side::Baseline, settings, dir)?;
+    let specs = replica_specs(bins, Side::Baseline, false, settings, dir)?;
     let (replicas, nginx) = start_all(&specs, nginx_bin, Retry::Default, dir).await?;
     let ports: Vec<u16> = specs.iter().map(|s| s.port).collect();
     let config = load_config(&nginx, settings, true)?;
@@ -610,6 +680,37 @@ mod tests {
             up,
             "upstream replicas {\n    server 127.0.0.1:1;\n    server 127.0.0.1:2;\n    keepalive 32;\n}\n"
         );
+    }
+
+    #[test]
+    fn counts_requests_written_upstream_and_never_answered() {
+        let mut side = SideOutcome {
+            side: Side::Baseline,
+            service: "baseline-axum".to_owned(),
+            delayed: true,
+            report: LoadReport::default(),
+            restarts: Vec::new(),
+            nginx_errors: BTreeMap::new(),
+        };
+        for (message, n) in [
+            (
+                "[error] upstream prematurely closed connection while reading response header from upstream",
+                2,
+            ),
+            (
+                "[error] recv() failed (104: Connection reset by peer) while reading response header from upstream",
+                1,
+            ),
+            (
+                "[error] connect() failed (111: Connection refused) while connecting to upstream",
+                5,
+            ),
+            ("[notice] signal process started", 3),
+        ] {
+            side.nginx_errors.insert(message.to_owned(), n);
+        }
+        assert_eq!(side.unanswered_upstream(), 3);
+        assert_eq!(side.label(), "baseline_delay");
     }
 
     #[test]

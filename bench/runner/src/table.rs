@@ -96,6 +96,8 @@ struct Row {
     what: String,
     lameduck: String,
     baseline: String,
+    /// Parts 1 and 2: `baseline-axum` with `BASELINE_SHUTDOWN_DELAY` = lameduck's delay.
+    delayed: String,
     goal: String,
     status: String,
 }
@@ -115,7 +117,7 @@ pub(crate) fn thousands(n: u64) -> String {
 
 fn classes(c: &Counts) -> String {
     format!(
-        "refused {}, no response {}, 5xx {}, timeout {}",
+        "refused {}, written but never answered {}, 5xx {}, timeout {}",
         thousands(c.refused),
         thousands(c.no_response),
         thousands(c.status_5xx),
@@ -159,6 +161,10 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
             lameduck: failed(o.lameduck.failures(), o.lameduck.requests(), &o.lameduck.totals),
             baseline: failed(o.baseline.failures(), o.baseline.requests(), &o.baseline.totals),
+            delayed: match &o.baseline_delay {
+                Some(d) => failed(d.failures(), d.requests(), &d.totals),
+                None => "not run".to_owned(),
+            },
             goal: "0 failed (lameduck)".to_owned(),
             status: Status::of(o.lameduck.failures() == 0).word().to_owned(),
         });
@@ -198,6 +204,10 @@ fn rows(r: &Results) -> Vec<Row> {
                     + &restarts(&v.lameduck),
                 baseline: failed(v.baseline.failures(), v.baseline.requests(), &v.baseline.report.counts)
                     + &restarts(&v.baseline),
+                delayed: match &v.baseline_delay {
+                    Some(d) => failed(d.failures(), d.requests(), &d.report.counts) + &restarts(d),
+                    None => "not run (quick mode: only under `proxy_next_upstream off`)".to_owned(),
+                },
                 goal: "0 failed (lameduck)".to_owned(),
                 status: Status::of(v.lameduck.failures() == 0).word().to_owned(),
             });
@@ -215,6 +225,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 failed(c.report.failures(), c.report.counts.total() - c.report.counts.not_sent, &c.report.counts),
                 thousands(c.report.no_response_reused)
             ),
+            delayed: "—".to_owned(),
             goal: "—".to_owned(),
             status: "—".to_owned(),
         });
@@ -237,6 +248,7 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
             lameduck: format!("{} req/s", thousands(o.lameduck_median_rps.round() as u64)),
             baseline: format!("{} req/s", thousands(o.baseline_median_rps.round() as u64)),
+            delayed: "—".to_owned(),
             goal: "< 2 % lower than bare axum".to_owned(),
             status: format!(
                 "{} (ratio {:.3}: {:+.1} %)",
@@ -251,6 +263,7 @@ fn rows(r: &Results) -> Vec<Row> {
             what: "p99 latency, same runs".to_owned(),
             lameduck: latency(o.lameduck_median_p99_us),
             baseline: latency(o.baseline_median_p99_us),
+            delayed: "—".to_owned(),
             goal: "< 5 % higher than bare axum".to_owned(),
             status: format!(
                 "{} (ratio {:.3}: {:+.1} %)",
@@ -265,6 +278,7 @@ fn rows(r: &Results) -> Vec<Row> {
             what: "Server CPU time per request (all threads, `/proc/PID/task/*/schedstat`; a hypervisor's steal time is not in it), same runs".to_owned(),
             lameduck: format!("{:.2} µs", o.lameduck_median_cpu_ns / 1000.0),
             baseline: format!("{:.2} µs", o.baseline_median_cpu_ns / 1000.0),
+            delayed: "—".to_owned(),
             goal: "—".to_owned(),
             status: format!("ratio {:.3}: {more_cpu:+.1} %", o.median_cpu_ratio),
         });
@@ -278,6 +292,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 ),
                 lameduck: format!("{} ({} requests)", thousands(l.per_request.round() as u64), thousands(l.requests)),
                 baseline: format!("{} ({} requests)", thousands(b.per_request.round() as u64), thousands(b.requests)),
+                delayed: "—".to_owned(),
                 goal: "—".to_owned(),
                 status: format!("ratio {ratio:.3}: {:+.1} %", (ratio - 1.0) * 100.0),
             }),
@@ -289,6 +304,7 @@ fn rows(r: &Results) -> Vec<Row> {
                     reason.as_deref().unwrap_or("incomplete counts")
                 ),
                 baseline: "—".to_owned(),
+                delayed: "—".to_owned(),
                 goal: "—".to_owned(),
                 status: "—".to_owned(),
             }),
@@ -300,6 +316,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 what: "`InFlightLayer` micro-benchmark (criterion)".to_owned(),
                 lameduck: format!("not run: {reason}"),
                 baseline: "—".to_owned(),
+                delayed: "—".to_owned(),
                 goal: "—".to_owned(),
                 status: "—".to_owned(),
             }),
@@ -314,6 +331,7 @@ fn rows(r: &Results) -> Vec<Row> {
                             ),
                             lameduck: format!("{layered:.0} ns (+{:.0} ns)", layered - bare),
                             baseline: format!("{bare:.0} ns"),
+                            delayed: "—".to_owned(),
                             goal: "—".to_owned(),
                             status: "—".to_owned(),
                         });
@@ -339,6 +357,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 None => format!("{:.1} ms", o.lameduck.idle_median_exit_ms),
             },
             baseline: format!("{:.1} ms", o.baseline.idle_median_exit_ms),
+            delayed: "—".to_owned(),
             goal: "≤ 50 ms after Stopping with 10,000 idle connections".to_owned(),
             status: {
                 let met = Status::of(o.lameduck.idle_median_exit_ms <= 50.0).word();
@@ -370,6 +389,7 @@ fn rows(r: &Results) -> Vec<Row> {
                 ),
                 lameduck: "—".to_owned(),
                 baseline: format!("{:.1} ms", o.floor_median_exit_ms),
+                delayed: "—".to_owned(),
                 goal: "—".to_owned(),
                 status: format!(
                     "lameduck's exit {:+.1} ms beyond it",
@@ -398,6 +418,7 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
             lameduck: slow(&o.lameduck),
             baseline: slow(&o.baseline),
+            delayed: "—".to_owned(),
             goal: "—".to_owned(),
             status: "—".to_owned(),
         });
@@ -419,6 +440,7 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
             lameduck: side(&o.lameduck),
             baseline: side(&o.baseline),
+            delayed: "—".to_owned(),
             goal: "—".to_owned(),
             status: "—".to_owned(),
         });
@@ -463,11 +485,193 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
             lameduck: side(&o.lameduck),
             baseline: side(&o.baseline),
+            delayed: "—".to_owned(),
             goal: "0 failed (lameduck)".to_owned(),
             status: Status::of(o.lameduck.failures() == 0).word().to_owned(),
         });
     }
     rows
+}
+
+fn secs(ms: u64) -> String {
+    format!("{}", ms as f64 / 1000.0)
+}
+
+/// What a side of parts 1 and 2 is called in the text.
+fn side_name(side: crate::process::Side, delayed: bool, delay_ms: u64) -> String {
+    match (side, delayed) {
+        (crate::process::Side::Lameduck, _) => "lameduck".to_owned(),
+        (_, false) => "plain axum".to_owned(),
+        (_, true) => format!("axum + the same {} s sleep", secs(delay_ms)),
+    }
+}
+
+/// How lameduck's count compares with another side's, when the numbers alone could
+/// mislead.
+fn edge(lameduck: u64, other: u64) -> &'static str {
+    if lameduck == other {
+        " (no difference in this run)"
+    } else if lameduck > other {
+        " (lameduck did worse in this run)"
+    } else {
+        ""
+    }
+}
+
+fn max_ms(values: impl Iterator<Item = f64>) -> String {
+    let max = values.fold(0.0_f64, f64::max);
+    if max >= 10.0 {
+        format!("{max:.0} ms")
+    } else {
+        format!("{max:.1} ms")
+    }
+}
+
+/// The headline above the table: lameduck's edge in parts 1 and 2, against plain axum and
+/// against axum + the same delay (what a preStop `sleep` gives plain axum).
+fn headline(out: &mut String, r: &Results) {
+    let mut lines = Vec::new();
+    if let Some(o) = &r.failed_requests {
+        let s = &o.settings;
+        let (l, b) = (&o.lameduck, &o.baseline);
+        let mut line = format!(
+            "- **Part 1** ({} shutdown(s) per side, traffic for {} s after SIGTERM): against plain axum, **{}** vs **{}** failed requests{}.",
+            s.trials,
+            secs(s.window_ms),
+            thousands(l.failures()),
+            thousands(b.failures()),
+            edge(l.failures(), b.failures()),
+        );
+        if let Some(d) = &o.baseline_delay {
+            let per: Vec<String> = d
+                .trials
+                .iter()
+                .map(|t| thousands(t.report.counts.no_response))
+                .collect();
+            line += &format!(
+                " Against axum + the same {} s sleep: **{}** vs **{}** failed{}; of them written but never answered: **{}** vs **{}** (per shutdown: {}; on a reused keep-alive connection: {}){}.",
+                secs(s.shutdown_delay_ms),
+                thousands(l.failures()),
+                thousands(d.failures()),
+                edge(l.failures(), d.failures()),
+                thousands(l.totals.no_response),
+                thousands(d.totals.no_response),
+                per.join(", "),
+                thousands(d.no_response_reused),
+                edge(l.totals.no_response, d.totals.no_response),
+            );
+        }
+        lines.push(line);
+    }
+    if let Some(o) = &r.rolling_restart {
+        let delay = o.settings.shutdown_delay_ms;
+        for v in &o.variants {
+            let sides: Vec<_> = v.sides().collect();
+            let names: Vec<String> = sides
+                .iter()
+                .map(|x| side_name(x.side, x.delayed, delay))
+                .collect();
+            let failed: Vec<String> = sides
+                .iter()
+                .map(|x| format!("**{}**", thousands(x.failures())))
+                .collect();
+            let unanswered: Vec<String> = sides
+                .iter()
+                .map(|x| format!("**{}**", thousands(x.unanswered_upstream())))
+                .collect();
+            let mut line = format!(
+                "- **Part 2**, `{}` ({} restarts per side): failed requests, {}: {}; written to a replica and never answered (nginx's 502s, from its error log): {}.",
+                v.retry.directive(),
+                v.lameduck.restarts.len(),
+                names.join(" / "),
+                failed.join(" / "),
+                unanswered.join(" / "),
+            );
+            if v.baseline_delay.is_none() {
+                line += " (axum + the sleep not run here: quick mode runs it only under `proxy_next_upstream off`.)";
+            }
+            lines.push(line);
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "lameduck against plain axum and against axum + the same delay (axum's documented shutdown after a sleep as long as lameduck's delay; \"written but never answered\": the request was written, and the connection closed without a response):\n"
+    );
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out);
+}
+
+/// Parts 1 and 2 side by side, one line per side, with every class in its own column.
+fn by_side(out: &mut String, r: &Results) {
+    if r.failed_requests.is_none() && r.rolling_restart.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nParts 1 and 2 by side. *Written, never answered*: the request was written and the connection closed without a complete response (loadgen's `no_response`); *on reused keep-alive*: of those, the ones on a connection that had already carried a request, before any response head. Behind nginx (part 2) the client does not see that case: nginx answers it 502 (in *5xx*), and the next column counts it from nginx's error log.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| part | setting | side | requests | failed | refused | written, never answered | on reused keep-alive | 5xx | timeout | behind nginx: written to a replica, never answered (502 to the client) | SIGTERM→exit (max) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut line = |part: &str,
+                    setting: &str,
+                    name: String,
+                    requests: u64,
+                    c: &Counts,
+                    reused: u64,
+                    upstream: String,
+                    exit: String| {
+        let _ = writeln!(
+            out,
+            "| {part} | {setting} | {name} | {} | **{}** | {} | **{}** | {} | {} | {} | {upstream} | {exit} |",
+            thousands(requests),
+            thousands(c.failures()),
+            thousands(c.refused),
+            thousands(c.no_response),
+            thousands(reused),
+            thousands(c.status_5xx),
+            thousands(c.timeout),
+        );
+    };
+    if let Some(o) = &r.failed_requests {
+        let setting = format!("{} run(s), direct", o.settings.trials);
+        for side in o.sides() {
+            line(
+                "1",
+                &setting,
+                side_name(side.side, side.delayed, o.settings.shutdown_delay_ms),
+                side.requests(),
+                &side.totals,
+                side.no_response_reused,
+                "—".to_owned(),
+                max_ms(side.trials.iter().map(|t| t.sigterm_to_exit_ms)),
+            );
+        }
+    }
+    if let Some(o) = &r.rolling_restart {
+        for v in &o.variants {
+            let setting = format!("`{}`", v.retry.directive());
+            for side in v.sides() {
+                line(
+                    "2",
+                    &setting,
+                    side_name(side.side, side.delayed, o.settings.shutdown_delay_ms),
+                    side.requests(),
+                    &side.report.counts,
+                    side.report.no_response_reused,
+                    thousands(side.unanswered_upstream()),
+                    max_ms(side.restarts.iter().map(|r| r.sigterm_to_exit_ms)),
+                );
+            }
+        }
+    }
 }
 
 /// The Markdown: date, machine, commands, the table, and any parts that could not run.
@@ -497,18 +701,20 @@ pub(crate) fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(out, "- Command: `{}`.", r.command);
     let _ = writeln!(out);
+    headline(&mut out, r);
     let _ = writeln!(
         out,
-        "| part | measurement | lameduck | baseline (plain axum; part 6: plain tonic) | goal | where it stands |"
+        "| part | measurement | lameduck | baseline (plain axum; part 6: plain tonic) | axum + the same delay (parts 1, 2) | goal | where it stands |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for row in rows(r) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
-            row.part, row.what, row.lameduck, row.baseline, row.goal, row.status
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.part, row.what, row.lameduck, row.baseline, row.delayed, row.goal, row.status
         );
     }
+    by_side(&mut out, r);
     if !r.errors.is_empty() {
         let _ = writeln!(out, "\nParts that could not run:\n");
         for e in &r.errors {
@@ -520,13 +726,14 @@ pub(crate) fn markdown(r: &Results) -> String {
 
 /// `summary.csv`: one line per table row.
 pub(crate) fn summary_csv(r: &Results) -> String {
-    let mut out = String::from("part,measurement,lameduck,baseline,goal,status\n");
+    let mut out = String::from("part,measurement,lameduck,baseline,baseline_delay,goal,status\n");
     for row in rows(r) {
         let cells = [
             row.part.to_owned(),
             row.what,
             row.lameduck,
             row.baseline,
+            row.delayed,
             row.goal,
             row.status,
         ];
@@ -552,10 +759,10 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
     };
     write("summary.csv", summary_csv(r))?;
     if let Some(o) = &r.failed_requests {
-        for side in [&o.lameduck, &o.baseline] {
+        for side in o.sides() {
             if let Some(first) = side.trials.first() {
                 write(
-                    &format!("shutdown_timeline_{}.csv", side.side.label()),
+                    &format!("shutdown_timeline_{}.csv", side.label()),
                     first.report.timeline_csv(),
                 )?;
             }
@@ -563,11 +770,11 @@ pub(crate) fn write_csvs(r: &Results, out: &Path) -> Result<()> {
     }
     if let Some(o) = &r.rolling_restart {
         for v in &o.variants {
-            for side in [&v.lameduck, &v.baseline] {
+            for side in v.sides() {
                 write(
                     &format!(
                         "rolling_restart_timeline_{}_retry_{}.csv",
-                        side.side.label(),
+                        side.label(),
                         serde_json::to_value(v.retry)?.as_str().unwrap_or("x")
                     ),
                     side.report.timeline_csv(),
@@ -703,6 +910,72 @@ mod tests {
         assert_eq!(latency(850.0), "850 µs");
         assert_eq!(latency(2130.0), "2.13 ms");
         assert_eq!(latency(12345.0), "12.3 ms");
+    }
+
+    fn part1_side(
+        side: crate::process::Side,
+        delayed: bool,
+        c: Counts,
+    ) -> crate::failed_requests::SideOutcome {
+        let report = lameduck_loadgen::LoadReport {
+            counts: c,
+            ..Default::default()
+        };
+        crate::failed_requests::SideOutcome {
+            side,
+            service: "s".to_owned(),
+            delayed,
+            totals: c,
+            no_response_reused: c.no_response,
+            trials: vec![crate::failed_requests::Trial {
+                report,
+                sigterm_to_exit_ms: 3000.0,
+                exit_code: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn three_sides_render_with_the_unanswered_column_and_headline() {
+        use crate::process::Side;
+        let counts = |ok, refused, no_response| Counts {
+            ok,
+            refused,
+            no_response,
+            ..Counts::default()
+        };
+        let r = Results {
+            failed_requests: Some(crate::failed_requests::Outcome {
+                settings: crate::failed_requests::Settings::new(true),
+                lameduck: part1_side(Side::Lameduck, false, counts(4000, 0, 0)),
+                baseline: part1_side(Side::Baseline, false, counts(2000, 1990, 1)),
+                baseline_delay: Some(part1_side(Side::Baseline, true, counts(3996, 0, 4))),
+            }),
+            ..Results::default()
+        };
+        let md = markdown(&r);
+        assert!(
+            md.contains("against plain axum, **0** vs **1,991** failed requests."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Against axum + the same 3 s sleep: **0** vs **4** failed; of them written but never answered: **0** vs **4** (per shutdown: 4;"),
+            "{md}"
+        );
+        assert!(md.contains("| written, never answered |"), "{md}");
+        assert!(md.contains("| 1 | 1 run(s), direct | axum + the same 3 s sleep | 4,000 | **4** | 0 | **4** | 4 | 0 | 0 | — | 3000 ms |"), "{md}");
+        assert!(
+            md.contains("| axum + the same delay (parts 1, 2) |"),
+            "{md}"
+        );
+        // Every table line has as many cells as its header.
+        for line in md.lines().filter(|l| l.starts_with("| 1 |")) {
+            let cells = line.matches(" | ").count();
+            assert!(cells == 6 || cells == 11, "{line}");
+        }
+        assert_eq!(edge(0, 0), " (no difference in this run)");
+        assert_eq!(edge(1, 0), " (lameduck did worse in this run)");
+        assert_eq!(edge(0, 3), "");
     }
 
     #[test]
