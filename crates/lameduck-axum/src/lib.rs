@@ -45,8 +45,9 @@
 //! own merges [`Admin::router`] into it (and thinks twice before exposing `/shutdown` on
 //! a traffic port: [`Admin::shutdown_endpoint`]).
 //!
-//! Handlers served by [`serve`] and by the admin listener can extract the client's
-//! address, `axum::extract::ConnectInfo<SocketAddr>`, as under `axum::serve` with
+//! Handlers on the admin listener can extract the client's address,
+//! `axum::extract::ConnectInfo<SocketAddr>`; those on the traffic listener can once
+//! [`Serve::connect_info`] asks for it, as `axum::serve` needs
 //! `into_make_service_with_connect_info`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]

@@ -26,10 +26,12 @@ use crate::admin::{Admin, AdminError};
 /// `/metrics`, next to the probes: [`Admin::route`]; a listener of your own:
 /// [`Admin::listener`]), [`server`](Serve::server) for the traffic server's settings.
 ///
-/// Handlers on both listeners can extract the client's address,
-/// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under
-/// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`, at
-/// the same cost (one clone of the address into each request's extensions).
+/// Handlers on the admin listener can always extract the client's address,
+/// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo); on the traffic listener, ask
+/// for it with [`connect_info`](Serve::connect_info), as `axum::serve` needs
+/// `app.into_make_service_with_connect_info::<SocketAddr>()`: it costs every request an
+/// insertion into its extensions, which a service that never reads the address should
+/// not pay.
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
@@ -43,7 +45,8 @@ use crate::admin::{Admin, AdminError};
 /// }
 /// ```
 ///
-/// With the client's address, and `/metrics` on the admin port:
+/// With the client's address ([`connect_info`](Serve::connect_info)), and `/metrics` on
+/// the admin port:
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
@@ -64,13 +67,17 @@ use crate::admin::{Admin, AdminError};
 ///     let app = Router::new().route("/", get(hello));
 ///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 ///     let admin = Admin::from_env(&lifecycle)?.route("/metrics", get(metrics));
-///     Ok(lameduck_axum::serve(listener, app, &lifecycle).admin(admin).await?)
+///     Ok(lameduck_axum::serve(listener, app, &lifecycle)
+///         .connect_info()
+///         .admin(admin)
+///         .await?)
 /// }
 /// ```
 pub fn serve(listener: TcpListener, app: Router, lifecycle: &Lifecycle) -> Serve {
     Serve {
         traffic: lameduck_http::serve(listener, app, lifecycle),
         admin: None,
+        connect_info: false,
         lifecycle: lifecycle.clone(),
     }
 }
@@ -81,6 +88,8 @@ pub struct Serve {
     traffic: Server<TcpListener, Router>,
     /// `None`: [`Admin::from_env`], when the service starts.
     admin: Option<Admin>,
+    /// Whether the traffic router's requests carry `ConnectInfo<SocketAddr>`.
+    connect_info: bool,
     lifecycle: Lifecycle,
 }
 
@@ -97,6 +106,35 @@ impl Serve {
     /// your own ([`Admin::listener`]); or with [`Admin::expose_details`].
     pub fn admin(mut self, admin: Admin) -> Self {
         self.admin = Some(admin);
+        self
+    }
+
+    /// Give the traffic router's handlers the client's address: they can extract
+    /// [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as under
+    /// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`,
+    /// at the same cost (the address cloned into each request's extensions: about 6 % of
+    /// the instructions of a trivial request, which is why it is not the default).
+    /// Without it, such a handler answers `500` with axum's "Missing request extension"
+    /// message. The admin listener's handlers always have it.
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddr;
+    /// use axum::{Router, extract::ConnectInfo, routing::get};
+    ///
+    /// async fn whoami(ConnectInfo(client): ConnectInfo<SocketAddr>) -> String {
+    ///     client.to_string()
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<lameduck::Report, Box<dyn std::error::Error>> {
+    ///     let lifecycle = lameduck::Lifecycle::from_env()?;
+    ///     let app = Router::new().route("/whoami", get(whoami));
+    ///     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    ///     Ok(lameduck_axum::serve(listener, app, &lifecycle).connect_info().await?)
+    /// }
+    /// ```
+    pub fn connect_info(mut self) -> Self {
+        self.connect_info = true;
         self
     }
 
@@ -126,7 +164,11 @@ impl Serve {
         }
         // The admin server ends by itself once the report is written; it is not awaited,
         // so a probe connection in progress cannot hold up the exit.
-        Ok(self.traffic.connect_info(ConnectInfo).await)
+        Ok(if self.connect_info {
+            self.traffic.connect_info(ConnectInfo).await
+        } else {
+            self.traffic.await
+        })
     }
 }
 

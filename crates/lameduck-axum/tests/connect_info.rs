@@ -1,5 +1,6 @@
-//! `ConnectInfo<SocketAddr>` for every handler that lameduck-axum serves: the traffic
-//! listener of `lameduck_axum::serve`, and the admin listener (probes and routes of the
+//! `ConnectInfo<SocketAddr>` for the handlers that lameduck-axum serves: on the traffic
+//! listener of `lameduck_axum::serve` once `connect_info()` asks for it (not by default:
+//! it costs every request), and always on the admin listener (probes and routes of the
 //! application's alike).
 
 mod common;
@@ -51,11 +52,13 @@ async fn handlers_get_the_client_address_on_both_listeners() {
     let (traffic, traffic_addr) = bind().await;
     let (admin_listener, admin_addr) = bind().await;
     let app = Router::new().route("/whoami", get(whoami));
-    let serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
-        admin(&lifecycle)
-            .route("/whoami", get(whoami))
-            .listener(admin_listener),
-    );
+    let serve = lameduck_axum::serve(traffic, app, &lifecycle)
+        .connect_info()
+        .admin(
+            admin(&lifecycle)
+                .route("/whoami", get(whoami))
+                .listener(admin_listener),
+        );
     let serve = tokio::spawn(serve.into_future());
 
     for addr in [traffic_addr, admin_addr] {
@@ -84,4 +87,43 @@ async fn admin_spawn_gives_the_client_address_too() {
     tokio::time::timeout(PATIENCE, admin.wait())
         .await
         .expect("the admin server ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_connect_info_the_traffic_router_has_no_address() {
+    let lifecycle = builder()
+        .shutdown_delay(Duration::ZERO)
+        .build()
+        .expect("a valid configuration");
+    let (traffic, traffic_addr) = bind().await;
+    let (admin_listener, admin_addr) = bind().await;
+    let app = Router::new().route("/whoami", get(whoami));
+    let serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
+        admin(&lifecycle)
+            .route("/whoami", get(whoami))
+            .listener(admin_listener),
+    );
+    let serve = tokio::spawn(serve.into_future());
+
+    // axum's own answer to a missing extension, as under `axum::serve` without
+    // `into_make_service_with_connect_info`.
+    let (reply, _) = get_from(traffic_addr, "/whoami").await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(
+        reply.body.contains("Missing request extension"),
+        "{}",
+        reply.body
+    );
+    // The admin listener has it regardless.
+    let (reply, me) = get_from(admin_addr, "/whoami").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, me.to_string());
+
+    lifecycle.shutdown();
+    let report = tokio::time::timeout(PATIENCE, serve)
+        .await
+        .expect("serve returns")
+        .expect("no panic")
+        .expect("serve started");
+    assert!(report.clean, "{report:?}");
 }

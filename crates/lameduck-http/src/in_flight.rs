@@ -36,9 +36,9 @@ const CLOSE: HeaderValue = HeaderValue::from_static("close");
 ///   connection should not be carrying new work any more.
 ///
 /// Use it with a server that knows nothing of the lifecycle (`axum::serve`, a plain hyper
-/// loop). [`Server`](crate::Server) applies it by itself — with one difference: it serves
-/// the requests that reach it during Stopping, because it only lets through those a
-/// client had already sent — so do not add it there.
+/// loop). [`Server`](crate::Server) does the same by itself — with one difference: it
+/// serves the requests that reach it during Stopping, because it only lets through those
+/// a client had already sent — so do not add it there.
 ///
 /// The request path takes no lock and allocates nothing: one atomic load for the state
 /// (mirrored by a task that follows the lifecycle), and the counter's atomics.
@@ -88,7 +88,6 @@ struct Shared {
     states: StateWatch,
     requests: ActivityCounter,
     retry_after: HeaderValue,
-    reject_when_stopping: bool,
     signal: StopToken,
     insert_signal: bool,
 }
@@ -97,16 +96,11 @@ impl InFlightLayer {
     /// A layer reporting to `lifecycle`. Call it inside a tokio runtime if you can (the
     /// task that mirrors the state starts then; otherwise on the first request).
     pub fn new(lifecycle: &Lifecycle) -> Self {
-        Self::with_states(lifecycle, StateWatch::new(lifecycle))
-    }
-
-    pub(crate) fn with_states(lifecycle: &Lifecycle, states: StateWatch) -> Self {
         Self {
             shared: Arc::new(Shared {
-                states,
+                states: StateWatch::new(lifecycle),
                 requests: lifecycle.requests().clone(),
                 retry_after: retry_after_value(DEFAULT_RETRY_AFTER),
-                reject_when_stopping: true,
                 signal: StopToken::new(lifecycle),
                 insert_signal: false,
             }),
@@ -123,13 +117,6 @@ impl InFlightLayer {
     /// long-lived responses. Off by default: it costs an allocation per request.
     pub fn insert_stop_token(self) -> Self {
         self.update(|shared| shared.insert_signal = true)
-    }
-
-    /// Let requests through during Stopping instead of answering `503`: for a server that
-    /// itself stops connections from taking new requests, so that whatever arrives was
-    /// sent before.
-    pub(crate) fn serve_when_stopping(self) -> Self {
-        self.update(|shared| shared.reject_when_stopping = false)
     }
 
     fn update(self, f: impl FnOnce(&mut Shared)) -> Self {
@@ -153,8 +140,6 @@ impl<S> Layer<S> for InFlightLayer {
         InFlight {
             inner,
             shared: Arc::clone(&self.shared),
-            connection: None,
-            awaiting_service: false,
         }
     }
 }
@@ -164,19 +149,6 @@ impl<S> Layer<S> for InFlightLayer {
 pub struct InFlight<S> {
     inner: S,
     shared: Arc<Shared>,
-    /// Set by [`Server`](crate::Server), which serves one clone per connection: the
-    /// connection learns when a request is dispatched and when its response has ended.
-    connection: Option<Arc<ConnectionState>>,
-    /// This clone told the connection that its request waits for `inner` to be ready.
-    awaiting_service: bool,
-}
-
-impl<S> InFlight<S> {
-    /// This service, reporting to one connection's state as well.
-    pub(crate) fn for_connection(mut self, connection: Arc<ConnectionState>) -> Self {
-        self.connection = Some(connection);
-        self
-    }
 }
 
 /// What keeps a request counted: the lifecycle's guard and, under [`Server`](crate::Server),
@@ -188,11 +160,17 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
-    #[cfg(test)]
     pub(crate) fn new(in_flight: ActivityGuard) -> Self {
+        Self::with_connection(in_flight, None)
+    }
+
+    pub(crate) fn with_connection(
+        in_flight: ActivityGuard,
+        connection: Option<Arc<ConnectionState>>,
+    ) -> Self {
         Self {
             _in_flight: in_flight,
-            connection: None,
+            connection,
         }
     }
 }
@@ -214,23 +192,13 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let ready = self.inner.poll_ready(cx);
-        // hyper asks for readiness only once it has read a request (each request is served
-        // by a clone, through `Oneshot`): a pending answer means the request waits in the
-        // service (a concurrency limit, a buffer), not that the client is silent.
-        if let Some(connection) = &self.connection
-            && ready.is_pending() != self.awaiting_service
-        {
-            self.awaiting_service = ready.is_pending();
-            connection.set_awaiting_service(self.awaiting_service);
-        }
-        ready
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let http1 = req.version() <= Version::HTTP_11;
-        if shared.reject_when_stopping && shared.states.state() >= State::Stopping {
+        if shared.states.state() >= State::Stopping {
             return ResponseFuture {
                 kind: Kind::Rejected {
                     retry_after: shared.retry_after.clone(),
@@ -239,16 +207,7 @@ where
             };
         }
         // Counted before the service sees the request, so that Stopping cannot miss it.
-        // The connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2
-        // has none, and its streams run on other threads than the connection's task).
-        let connection = self.connection.as_ref().filter(|_| http1);
-        if let Some(connection) = connection {
-            connection.request_dispatched();
-        }
-        let guard = RequestGuard {
-            _in_flight: shared.requests.enter(),
-            connection: connection.cloned(),
-        };
+        let guard = RequestGuard::new(shared.requests.enter());
         if shared.insert_signal {
             req.extensions_mut().insert(shared.signal.clone());
         }

@@ -213,6 +213,7 @@ impl ConnectionState {
         }
     }
 
+    #[inline]
     pub(crate) fn is_cut(&self) -> bool {
         self.cut.load(Ordering::SeqCst) || self.lifecycle.as_ref().is_some_and(|l| l.is_cut())
     }

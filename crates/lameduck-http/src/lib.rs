@@ -78,6 +78,7 @@ mod in_flight;
 mod io;
 mod listener;
 mod panic;
+mod request;
 mod serve;
 mod state_watch;
 mod stop_token;

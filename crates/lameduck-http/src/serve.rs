@@ -13,18 +13,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use lameduck::{Lifecycle, Report};
 use tokio_util::task::TaskTracker;
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
 use crate::connection::{ServerShared, serve_connection};
-use crate::in_flight::{InFlight, InFlightLayer};
 use crate::io::Protocols;
 use crate::listener::{Listener, is_connection_error};
-use crate::panic::CatchPanic;
+use crate::request::{ConnectionService, RequestShared};
 use crate::state_watch::StateWatch;
 
 /// Default time an HTTP/1 connection may wait for its client with no request in progress
@@ -113,7 +110,7 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// `axum::extract::ConnectInfo` and handlers can extract `ConnectInfo<SocketAddr>` (or
 /// `ConnectInfo<tokio::net::unix::SocketAddr>` on a Unix socket), as with
 /// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
-/// (`lameduck_axum::serve` does it by itself.)
+/// (`lameduck_axum::serve(..).connect_info()` does it for axum.)
 ///
 /// # What is guaranteed at Stopping
 ///
@@ -363,25 +360,21 @@ where
     /// does both for one listener.
     pub fn listen(self) -> impl Future<Output = ()> + Send + 'static {
         let states = StateWatch::new(&self.lifecycle);
-        let mut layer =
-            InFlightLayer::with_states(&self.lifecycle, states.clone()).serve_when_stopping();
-        if self.insert_stop_token {
-            layer = layer.insert_stop_token();
-        }
-        let service = layer.layer(CatchPanic::new(self.service));
+        let requests = Arc::new(RequestShared::new(
+            &self.lifecycle,
+            states.clone(),
+            self.insert_stop_token,
+        ));
         let connect_info = self.connect_info;
         // One clone per connection, reporting to that connection's state, with the
         // connection's data if any.
-        let for_connection = move |service: &InFlight<CatchPanic<S>>, peer: L::Addr| {
+        let for_connection = move |service: &S, peer: L::Addr| {
             let service = service.clone();
             let info = connect_info.as_ref().and_then(|info| info(&mut Some(peer)));
-            move |state| {
-                TowerToHyperService::new(AddConnectInfo {
-                    inner: service.for_connection(state),
-                    info,
-                })
-            }
+            let requests = Arc::clone(&requests);
+            move |state| ConnectionService::new(service, requests, state, info)
         };
+        let service = self.service;
         let shared = Arc::new(ServerShared {
             builder: self.builder,
             protocols: self.protocols,
@@ -490,36 +483,5 @@ where
             let ((), report) = tokio::join!(server, lifecycle.run());
             report
         }))
-    }
-}
-
-/// The per-connection service: puts the connection's data, if any, into each request's
-/// extensions (what axum's `AddExtension` does under `axum::serve`'s connect-info).
-#[derive(Clone)]
-struct AddConnectInfo<S, C> {
-    inner: S,
-    info: Option<C>,
-}
-
-impl<S, C, B> Service<Request<B>> for AddConnectInfo<S, C>
-where
-    S: Service<Request<B>>,
-    C: Clone + Send + Sync + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if let Some(info) = &self.info {
-            request.extensions_mut().insert(info.clone());
-        }
-        self.inner.call(request)
     }
 }

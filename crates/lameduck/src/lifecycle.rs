@@ -388,6 +388,7 @@ impl Lifecycle {
     /// clients, and the AfterDrain hooks wait until every handler has returned or been
     /// dropped. One atomic load, no lock, unlike `cut_token().is_cancelled()`: servers
     /// look at it on every read and write of a connection.
+    #[inline]
     pub fn is_cut(&self) -> bool {
         self.inner.cut_fired.load(Ordering::Acquire)
     }

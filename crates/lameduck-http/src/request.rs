@@ -1,0 +1,526 @@
+//! One request through [`Server`](crate::Server): counted from the moment the service
+//! takes it until its response body has ended, answered `500` if the handler panics, told
+//! `Connection: close` from Draining on (HTTP/1).
+//!
+//! Internal: this is the in-flight layer, the panic catching and tower's `Oneshot` in one
+//! hyper service, one future and one body. Layered, each request paid for three futures
+//! and two bodies wrapped one in the other, each moved into the next (a copy of the
+//! handler's future every time) and each polled through its own state machine: together
+//! about 3 % of the instructions of a trivial request. The public
+//! [`InFlightLayer`](crate::InFlightLayer) stays, for servers that know nothing of the
+//! lifecycle.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use lameduck::{ActivityCounter, Lifecycle};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::in_flight::RequestGuard;
+use crate::io::ConnectionState;
+use crate::panic::{BodyPanicked, internal_server_error, log_panic, panic_message};
+use crate::state_watch::StateWatch;
+use crate::stop_token::StopToken;
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// What every connection's service shares.
+pub(crate) struct RequestShared {
+    states: StateWatch,
+    requests: ActivityCounter,
+    stop_token: Option<StopToken>,
+}
+
+impl RequestShared {
+    pub(crate) fn new(lifecycle: &Lifecycle, states: StateWatch, insert_stop_token: bool) -> Self {
+        Self {
+            states,
+            requests: lifecycle.requests().clone(),
+            stop_token: insert_stop_token.then(|| StopToken::new(lifecycle)),
+        }
+    }
+}
+
+/// The hyper service of one connection: the application's tower service `S`, cloned for
+/// each request as `TowerToHyperService` does, and `C`, the connection's data that
+/// [`Server::connect_info`](crate::Server::connect_info) puts into each request.
+pub(crate) struct ConnectionService<S, C> {
+    service: S,
+    shared: Arc<RequestShared>,
+    connection: Arc<ConnectionState>,
+    info: Option<C>,
+}
+
+impl<S, C> ConnectionService<S, C> {
+    pub(crate) fn new(
+        service: S,
+        shared: Arc<RequestShared>,
+        connection: Arc<ConnectionState>,
+        info: Option<C>,
+    ) -> Self {
+        Self {
+            service,
+            shared,
+            connection,
+            info,
+        }
+    }
+}
+
+impl<S, C, ReqBody, ResBody> hyper::service::Service<Request<ReqBody>> for ConnectionService<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    C: Clone + Send + Sync + 'static,
+{
+    type Response = Response<ServedBody<ResBody>>;
+    // Boxed here rather than in hyper, so that a service's error that is not `Send` need
+    // not be kept in the future that HTTP/2 sends to another task.
+    type Error = BoxError;
+    type Future = ServeRequest<S, ReqBody>;
+
+    fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(info) = &self.info {
+            request.extensions_mut().insert(info.clone());
+        }
+        if let Some(token) = &self.shared.stop_token {
+            request.extensions_mut().insert(token.clone());
+        }
+        let http1 = request.version() <= Version::HTTP_11;
+        let mut service = self.service.clone();
+        // Most services are ready at once (an axum `Router` always is): call it now, so
+        // that the request is not moved into the future and out again. One that is not
+        // ready is asked again, with the task's waker, when hyper polls the future.
+        let mut guard = None;
+        let stage = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => {
+                guard = Some(self.enter(http1));
+                call(&mut service, request)
+            }
+            Poll::Ready(Err(error)) => Stage::Failed {
+                error: Some(error.into()),
+            },
+            // Boxed: the future is moved on every step from here to hyper, and a request
+            // kept in it inline would make all of them pay for its size.
+            Poll::Pending => Stage::Waiting {
+                waiting: Some(Box::new((service, request))),
+            },
+        };
+        ServeRequest {
+            stage,
+            guard,
+            shared: Arc::clone(&self.shared),
+            connection: Arc::clone(&self.connection),
+            http1,
+            awaiting_service: false,
+        }
+    }
+}
+
+impl<S, C> ConnectionService<S, C> {
+    /// Counted before the service sees the request, so that Stopping cannot miss it. The
+    /// connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2 has
+    /// none, and its streams run on other tasks than the connection's).
+    fn enter(&self, http1: bool) -> RequestGuard {
+        enter(&self.shared, &self.connection, http1)
+    }
+}
+
+fn enter(shared: &RequestShared, connection: &Arc<ConnectionState>, http1: bool) -> RequestGuard {
+    let connection = http1.then(|| {
+        connection.request_dispatched();
+        Arc::clone(connection)
+    });
+    RequestGuard::with_connection(shared.requests.enter(), connection)
+}
+
+/// Calls the service, catching a panic in its (synchronous) `call`.
+#[inline]
+fn call<S, ReqBody>(service: &mut S, request: Request<ReqBody>) -> Stage<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    match catch_unwind(AssertUnwindSafe(|| service.call(request))) {
+        Ok(future) => Stage::Called { future },
+        Err(payload) => {
+            log_panic("handler", &payload);
+            Stage::Panicked
+        }
+    }
+}
+
+pin_project! {
+    /// The future of one request: waits for the service to be ready if it was not,
+    /// runs the handler's future, and makes its response.
+    pub(crate) struct ServeRequest<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        stage: Stage<S, ReqBody>,
+        guard: Option<RequestGuard>,
+        shared: Arc<RequestShared>,
+        connection: Arc<ConnectionState>,
+        http1: bool,
+        // The connection was told that this request waits for the service to be ready.
+        awaiting_service: bool,
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Waiting { waiting: Option<Box<(S, Request<ReqBody>)>> },
+        Called { #[pin] future: S::Future },
+        Failed { error: Option<BoxError> },
+        Panicked,
+        Done,
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ServeRequest<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ServedBody<ResBody>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
+        if let StageProj::Waiting { waiting } = this.stage.as_mut().project() {
+            let ready = match waiting.as_deref_mut() {
+                Some((service, _)) => service.poll_ready(cx),
+                None => Poll::Ready(Ok(())),
+            };
+            // A pending answer means the request waits in the service (a concurrency
+            // limit, a buffer), not that the client is silent: the header-read timeout
+            // must not close the connection meanwhile.
+            if ready.is_pending() != *this.awaiting_service {
+                *this.awaiting_service = ready.is_pending();
+                this.connection.set_awaiting_service(*this.awaiting_service);
+            }
+            let next = match ready {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => Stage::Failed {
+                    error: Some(error.into()),
+                },
+                Poll::Ready(Ok(())) => match waiting.take() {
+                    Some(waiting) => {
+                        let (mut service, request) = *waiting;
+                        *this.guard = Some(enter(this.shared, this.connection, *this.http1));
+                        call(&mut service, request)
+                    }
+                    None => Stage::Panicked,
+                },
+            };
+            this.stage.set(next);
+        }
+        let mut this = self.as_mut().project();
+        let polled = match this.stage.as_mut().project() {
+            StageProj::Called { future } => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(result)) => Some(result.map_err(Into::into)),
+                    Err(payload) => {
+                        log_panic("handler", &payload);
+                        None
+                    }
+                }
+            }
+            StageProj::Failed { error } => error.take().map(Err),
+            StageProj::Panicked => None,
+            StageProj::Waiting { .. } | StageProj::Done => return Poll::Pending,
+        };
+        // A future that panicked must not be polled again: it is dropped here.
+        this.stage.set(Stage::Done);
+        let guard = this.guard.take();
+        let mut response = match polled {
+            Some(Ok(response)) => response.map(|body| ServedBody::tracked(body, guard)),
+            Some(Err(error)) => return Poll::Ready(Err(error)),
+            None => internal_server_error(ServedBody::empty(guard)),
+        };
+        // Decided when the response leaves, not when the request came: a request that
+        // began while Ready and ends while Draining still closes.
+        if *this.http1 && this.shared.states.is_draining() {
+            response.headers_mut().insert(CONNECTION, CLOSE);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+pin_project! {
+    /// The response body of a request served by [`ConnectionService`]: keeps the request
+    /// counted until its last frame, and turns a panic while producing it into an error
+    /// that ends the response (hyper then closes the connection; the client sees a
+    /// truncated response, as with any body error).
+    pub(crate) struct ServedBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    enum BodyKind<B> {
+        Tracked {
+            #[pin]
+            inner: B,
+            guard: Option<RequestGuard>,
+        },
+        // The `500` of a handler that panicked, and a body that panicked.
+        Empty { guard: Option<RequestGuard> },
+    }
+}
+
+impl<B> ServedBody<B> {
+    fn tracked(inner: B, guard: Option<RequestGuard>) -> Self {
+        Self {
+            kind: BodyKind::Tracked { inner, guard },
+        }
+    }
+
+    fn empty(guard: Option<RequestGuard>) -> Self {
+        Self {
+            kind: BodyKind::Empty { guard },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ServedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for ServedBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let payload = match self.as_mut().project().kind.project() {
+            BodyKindProj::Tracked { mut inner, guard } => {
+                match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(frame)) => {
+                        // Servers stop polling once `is_end_stream` is true, so the guard
+                        // goes with the last frame rather than waiting for the body to be
+                        // dropped.
+                        if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
+                            guard.take();
+                        }
+                        return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+                    }
+                    Err(payload) => payload,
+                }
+            }
+            BodyKindProj::Empty { guard } => {
+                guard.take();
+                return Poll::Ready(None);
+            }
+        };
+        let message = panic_message(&payload);
+        tracing::error!(panic = %message, "response body panicked; aborting the response");
+        // The request ends here: its guard goes with the panicked body.
+        self.project().kind.set(BodyKind::Empty { guard: None });
+        Poll::Ready(Some(Err(BodyPanicked::new(message).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Tracked { inner, .. } => inner.is_end_stream(),
+            BodyKind::Empty { .. } => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Tracked { inner, .. } => inner.size_hint(),
+            BodyKind::Empty { .. } => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::Service as _;
+    use lameduck::State;
+    use std::convert::Infallible;
+    use tokio_test::{assert_pending, assert_ready, task};
+
+    fn lifecycle() -> Lifecycle {
+        Lifecycle::builder()
+            .exit_process(false)
+            .no_signals()
+            .no_termination_log()
+            .build()
+            .expect("a valid test configuration")
+    }
+
+    fn connection_service<S>(
+        lifecycle: &Lifecycle,
+        states: &StateWatch,
+        service: S,
+    ) -> (ConnectionService<S, ()>, Arc<ConnectionState>) {
+        let connection = ConnectionState::new();
+        let shared = Arc::new(RequestShared::new(lifecycle, states.clone(), false));
+        let service = ConnectionService::new(service, shared, Arc::clone(&connection), None);
+        (service, connection)
+    }
+
+    type Handler = fn(Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    #[tokio::test]
+    async fn a_panic_in_call_is_a_500_and_not_left_counted() {
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
+        let handler: Handler = |_| panic!("in call");
+        let (service, _) = connection_service(&lifecycle, &states, tower::service_fn(handler));
+        let response = service.call(Request::new(())).await.expect("a response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            lifecycle.requests().active(),
+            1,
+            "until hyper drops the body"
+        );
+        assert!(response.into_body().collect().await.is_ok());
+        assert_eq!(lifecycle.requests().active(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_future_is_a_500_and_the_connection_counts_it_ended() {
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
+        let (service, connection) = connection_service(
+            &lifecycle,
+            &states,
+            tower::service_fn(|_: Request<()>| async {
+                if true {
+                    panic!("in future");
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            }),
+        );
+        let response = service.call(Request::new(())).await.expect("a response");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        drop(response);
+        assert_eq!(lifecycle.requests().active(), 0);
+        assert_eq!(connection.requests(), (1, false), "dispatched once, ended");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_body_is_a_body_error_that_ends_the_request() {
+        struct Panicking;
+        impl Body for Panicking {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+                panic!("in body")
+            }
+        }
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
+        let (service, _) = connection_service(
+            &lifecycle,
+            &states,
+            tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(Panicking))
+            }),
+        );
+        let response = service.call(Request::new(())).await.expect("a response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let error = body.frame().await.expect("a frame").expect_err("an error");
+        assert!(error.to_string().contains("in body"), "{error}");
+        assert_eq!(lifecycle.requests().active(), 0);
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn responses_say_connection_close_from_draining_on_for_http1_only() {
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
+        let (service, _) = connection_service(
+            &lifecycle,
+            &states,
+            tower::service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+            }),
+        );
+        let ready = service.call(Request::new(())).await.expect("a response");
+        assert!(!ready.headers().contains_key(CONNECTION));
+        states.set(State::Draining);
+        let draining = service.call(Request::new(())).await.expect("a response");
+        assert_eq!(draining.headers()[CONNECTION], "close");
+        let mut http2 = Request::new(());
+        *http2.version_mut() = Version::HTTP_2;
+        let http2 = service.call(http2).await.expect("a response");
+        assert!(!http2.headers().contains_key(CONNECTION));
+    }
+
+    /// Ready only when told, as a concurrency limit is. (It keeps no waker: the test polls
+    /// by hand.)
+    #[derive(Clone)]
+    struct Gate(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Service<Request<()>> for Gate {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(Full::new(Bytes::new()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_for_the_service_is_not_counted_yet_and_the_connection_knows() {
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (service, connection) =
+            connection_service(&lifecycle, &states, Gate(Arc::clone(&open)));
+        let mut request = task::spawn(service.call(Request::new(())));
+        assert_pending!(request.poll());
+        assert_eq!(lifecycle.requests().active(), 0);
+        assert_eq!(connection.requests(), (0, true), "waiting in the service");
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let response = assert_ready!(request.poll()).expect("a response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(lifecycle.requests().active(), 1, "counted once called");
+        drop(response);
+        assert_eq!(connection.requests(), (1, false));
+    }
+}
