@@ -1,7 +1,7 @@
 //! What to send where: [`Target`] (a parsed `http://` URL) and [`LoadConfig`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
@@ -186,6 +186,26 @@ pub struct LoadConfig {
     /// Stop once connects have been refused, with no response and no successful
     /// connect in between, for this long (the target is gone). Default `None`.
     pub until_refused: Option<Duration>,
+    /// The last instant at which a worker may open a new connection; `None` (the
+    /// default): always.
+    ///
+    /// After it, each worker goes on sending on the keep-alive connection it has, at its
+    /// share of the rate (`rate / connections`), but opens no other: once the server
+    /// closes that connection (a `Connection: close` response, an EOF or a reset, a
+    /// request given back unwritten), or if it has none, the worker *leaves*. Leaving is
+    /// not a failure, and the request slot it would have used is not an attempt of any
+    /// class; a request written on the connection and not answered is `no_response` as
+    /// always. The aggregate rate shrinks with each worker that leaves, so those that stay
+    /// keep their pace. The report says when each worker left
+    /// ([`LoadReport::left_at_ms`](crate::LoadReport::left_at_ms)), and the run ends
+    /// once every worker has left (or, as always, at `duration`, `stop` or
+    /// `until_refused`: the caller's bound on clients that are never sent away).
+    ///
+    /// This is how clients of a Kubernetes Service behave once the endpoint of a
+    /// terminating pod is removed: kube-proxy (conntrack) keeps ESTABLISHED connections
+    /// going to the old pod, only new connections go elsewhere, so a keep-alive client
+    /// stays on the old pod until the pod closes its connection.
+    pub new_connections_until: Option<Instant>,
 }
 
 impl LoadConfig {
@@ -203,6 +223,7 @@ impl LoadConfig {
             connect_timeout: Duration::from_secs(2),
             reconnect_backoff: Duration::from_millis(10),
             until_refused: None,
+            new_connections_until: None,
         })
     }
 

@@ -69,6 +69,14 @@
 //!
 //! - A response with `Connection: close` (how a draining server moves clients away) makes
 //!   the worker open a new connection for its next request.
+//! - With [`LoadConfig::new_connections_until`], past that instant a worker opens no new
+//!   connection: it goes on sending on the keep-alive connection it has, at its pace, and
+//!   *leaves* once the server closes it (`Connection: close`, EOF, reset) — as a client of
+//!   a Kubernetes Service does once the terminating pod's endpoint is gone (conntrack keeps
+//!   established connections on the old pod). Leaving is not an attempt, let alone a
+//!   failure; a request written on the connection and never answered is `no_response`.
+//!   The run ends when every worker has left, if nothing ends it before;
+//!   [`LoadReport::left_at_ms`] says when each left.
 //! - After a refused connect the worker pauses `reconnect_backoff` (10 ms) before its next
 //!   request slot. Every attempt, refused ones included, takes a slot, so the attempt rate
 //!   stays at `rate` while the target is gone.

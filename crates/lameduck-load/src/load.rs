@@ -1,7 +1,7 @@
 //! The load run: workers, the shared pacer, the stop conditions.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,10 @@ const MAX_RESENDS: u32 = 3;
 /// How often the `until_refused` condition is checked.
 const REFUSED_CHECK: Duration = Duration::from_millis(50);
 
-/// Runs load as `config` says until its duration has passed, `stop` completes, or (with
-/// `until_refused`) the target is gone — whichever comes first — then waits for the
-/// requests still in flight (each bounded by the request timeout) and reports.
+/// Runs load as `config` says until its duration has passed, `stop` completes, (with
+/// `until_refused`) the target is gone, or (with `new_connections_until`) every worker has
+/// left — whichever comes first — then waits for the requests still in flight (each
+/// bounded by the request timeout) and reports.
 ///
 /// Must be called within a Tokio runtime: workers are spawned tasks (a multi-threaded
 /// runtime spreads them over its threads; `lameduck simulate` runs them on one). If the
@@ -72,6 +73,7 @@ pub async fn run_from(
 ) -> LoadReport {
     let token = CancellationToken::new();
     let _stop_workers_on_drop = token.clone().drop_guard();
+    let workers = config.connections.max(1);
     let shared = Arc::new(Shared {
         template: config.template(),
         start,
@@ -79,10 +81,12 @@ pub async fn run_from(
         stop: token.clone(),
         pacer: Pacer::new(start, config.rate),
         refused_since: AtomicU64::new(0),
+        staying: AtomicUsize::new(workers),
+        all_left: CancellationToken::new(),
         config,
     });
 
-    let workers: Vec<_> = (0..shared.config.connections.max(1))
+    let workers: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
         .collect();
 
@@ -91,6 +95,7 @@ pub async fn run_from(
         () = stop => {}
         () = duration => {}
         () = shared.target_gone() => {}
+        () = shared.all_left.cancelled() => {}
     }
     token.cancel();
 
@@ -126,6 +131,10 @@ struct Shared {
     /// Milliseconds since `start`, plus one, of the first refused connect since the last
     /// sign of life (a connect or a complete response); 0 when there is none.
     refused_since: AtomicU64,
+    /// Workers that have not left (see `LoadConfig::new_connections_until`).
+    staying: AtomicUsize,
+    /// Cancelled when the last worker leaves.
+    all_left: CancellationToken,
 }
 
 /// Resolves at `deadline`, or never without one: the end of a run of a set duration.
@@ -175,7 +184,12 @@ pub async fn next_slot(
 /// Shared by a run's workers (behind an `Arc`), with [`next_slot`].
 #[derive(Debug)]
 pub struct Pacer {
-    next: Mutex<Instant>,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    next: Instant,
     interval: Duration,
 }
 
@@ -183,18 +197,28 @@ impl Pacer {
     /// `rate` slots a second from `start`; `None` for 0 (as fast as possible).
     pub fn new(start: Instant, rate: u64) -> Option<Pacer> {
         (rate > 0).then(|| Pacer {
-            next: Mutex::new(start),
-            interval: Duration::from_nanos(1_000_000_000 / rate),
+            slots: Mutex::new(Slots {
+                next: start,
+                interval: Duration::from_nanos(1_000_000_000 / rate),
+            }),
         })
     }
 
     /// Takes the next slot: the later of the next free one and `now`; the one after it
     /// is `interval` later.
     pub fn claim(&self, now: Instant) -> Instant {
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = (*next).max(now);
-        *next = at + self.interval;
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = slots.next.max(now);
+        slots.next = at + slots.interval;
         at
+    }
+
+    /// Spaces the slots from now on `scale` times as far apart as `rate` slots a second
+    /// would: `rate × 1/scale` slots a second. For the workers that stay once others have
+    /// left, at `connections / staying`, so each keeps its own pace.
+    fn rescale(&self, rate: u64, scale: f64) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.interval = Duration::from_secs_f64(scale / rate.max(1) as f64);
     }
 }
 
@@ -237,6 +261,28 @@ impl Shared {
         }
     }
 
+    /// Whether a worker may open a new connection now.
+    fn may_connect(&self) -> bool {
+        self.config
+            .new_connections_until
+            .is_none_or(|until| Instant::now() < until)
+    }
+
+    /// A worker leaves: it records when, and the workers that stay share a smaller rate.
+    fn leave(&self, recorder: &mut Recorder) {
+        recorder.left(self.start.elapsed());
+        let staying = self
+            .staying
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        if staying == 0 {
+            self.all_left.cancel();
+        } else if let Some(pacer) = &self.pacer {
+            let all = self.config.connections.max(1);
+            pacer.rescale(self.config.rate, all as f64 / staying as f64);
+        }
+    }
+
     async fn backoff(&self) {
         tokio::select! {
             () = tokio::time::sleep(self.config.reconnect_backoff) => {}
@@ -246,24 +292,50 @@ impl Shared {
 }
 
 /// One worker: one connection at a time, one request at a time, a request per slot.
+/// Past `new_connections_until`, it leaves once it has no connection.
 async fn worker(shared: Arc<Shared>) -> Recorder {
     let mut recorder = Recorder::default();
     let mut conn = None;
-    while shared.next_slot().await {
-        one_request(&shared, &mut conn, &mut recorder).await;
+    loop {
+        if shared.stop.is_cancelled() {
+            break;
+        }
+        // Leave before taking a slot, so that the slot goes to a worker that stays.
+        if conn.is_none() && !shared.may_connect() {
+            shared.leave(&mut recorder);
+            break;
+        }
+        if !shared.next_slot().await {
+            break;
+        }
+        if let Slot::Left = one_request(&shared, &mut conn, &mut recorder).await {
+            shared.leave(&mut recorder);
+            break;
+        }
     }
     recorder
 }
 
+/// How a request slot ended for its worker.
+enum Slot {
+    /// It goes on to its next slot.
+    Done,
+    /// It needed a new connection past `new_connections_until`: it leaves, and the slot
+    /// was no attempt.
+    Left,
+}
+
 /// One request slot: connect if needed, send, classify. Resends only what hyper gave
 /// back unwritten; reconnects without counting a request when hyper had already seen the
-/// server close an idle keep-alive connection.
-async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Recorder) {
+/// server close an idle keep-alive connection. Needing a new connection when it may no
+/// longer open one, it records nothing more and says it left.
+async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Recorder) -> Slot {
     let mut resends = 0;
     loop {
         let attempt = shared.start.elapsed();
         let mut c = match conn.take() {
             Some(c) => c,
+            None if !shared.may_connect() => return Slot::Left,
             None => match connect(&shared.config.target, shared.config.connect_timeout).await {
                 Ok((c, _task)) => {
                     recorder.connections_opened += 1;
@@ -275,7 +347,7 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
                     recorder.error(Class::Refused, message);
                     shared.on_refused();
                     shared.backoff().await;
-                    return;
+                    return Slot::Done;
                 }
             },
         };
@@ -291,7 +363,7 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
                     c.reused = true;
                     *conn = Some(c);
                 }
-                return;
+                return Slot::Done;
             }
             Exchange::ClosedBeforeSend(message) => {
                 if reused {
@@ -309,14 +381,14 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
                 );
                 shared.on_refused();
                 shared.backoff().await;
-                return;
+                return Slot::Done;
             }
             Exchange::NotSent(message) => {
                 recorder.record(attempt, Class::NotSent, None);
                 recorder.error(Class::NotSent, message);
                 resends += 1;
                 if resends > MAX_RESENDS || shared.stop.is_cancelled() {
-                    return;
+                    return Slot::Done;
                 }
             }
             Exchange::NoResponse {
@@ -332,7 +404,7 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
                     Class::NoResponse,
                     format!("{message} ({conn_kind} connection)"),
                 );
-                return;
+                return Slot::Done;
             }
             Exchange::Timeout => {
                 c.abort();
@@ -341,7 +413,7 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
                     Class::Timeout,
                     format!("no complete response within {timeout:?}"),
                 );
-                return;
+                return Slot::Done;
             }
         }
     }
@@ -349,15 +421,13 @@ async fn one_request(shared: &Shared, conn: &mut Option<Conn>, recorder: &mut Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
     fn pacer_spaces_slots_and_skips_missed_ones() {
         let t0 = Instant::now();
-        let pacer = Pacer {
-            next: Mutex::new(t0),
-            interval: Duration::from_millis(10),
-        };
+        let pacer = Pacer::new(t0, 100).unwrap();
         assert_eq!(pacer.claim(t0), t0);
         assert_eq!(pacer.claim(t0), t0 + Duration::from_millis(10));
         assert_eq!(pacer.claim(t0), t0 + Duration::from_millis(20));
@@ -365,5 +435,9 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         assert_eq!(pacer.claim(later), later);
         assert_eq!(pacer.claim(later), later + Duration::from_millis(10));
+        // Half the workers left: half the rate from the next slot on.
+        pacer.rescale(100, 2.0);
+        assert_eq!(pacer.claim(later), later + Duration::from_millis(20));
+        assert_eq!(pacer.claim(later), later + Duration::from_millis(40));
     }
 }

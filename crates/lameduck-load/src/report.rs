@@ -219,6 +219,13 @@ pub struct LoadReport {
     /// lists them all. Absent from the JSON when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures_at_dropped: u64,
+    /// With [`LoadConfig::new_connections_until`](crate::LoadConfig::new_connections_until):
+    /// when each worker that left did so (its connection closed, or it had none, past that
+    /// instant), milliseconds from the run's start, earliest first; one entry per worker
+    /// that left, so `connections - left_at_ms.len()` workers were still on a connection
+    /// when the run ended. Empty, and absent from the JSON, without that setting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_at_ms: Vec<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -329,6 +336,16 @@ impl fmt::Display for LoadReport {
                 fmt_us(b.latency_p99_us)
             )?;
         }
+        if let (Some(first), Some(last)) = (self.left_at_ms.first(), self.left_at_ms.last()) {
+            writeln!(
+                f,
+                "{} of {} workers left (their connection closed, no new ones allowed) from {:.3} s to {:.3} s into the run",
+                self.left_at_ms.len(),
+                self.connections,
+                *first as f64 / 1000.0,
+                *last as f64 / 1000.0
+            )?;
+        }
         if let (Some(first), Some(last)) = (self.failures_at.first(), self.failures_at.last()) {
             let dropped = match self.failures_at_dropped {
                 0 => String::new(),
@@ -376,6 +393,8 @@ pub struct Recorder {
     pub(crate) no_response_reused: u64,
     pub(crate) idle_closed: u64,
     pub(crate) connections_opened: u64,
+    /// When this worker left (see `LoadConfig::new_connections_until`), ms from the start.
+    left_at_ms: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -413,6 +432,12 @@ impl Recorder {
         }
     }
 
+    /// Records that the worker left, `since_start` after the run began.
+    pub(crate) fn left(&mut self, since_start: Duration) {
+        self.left_at_ms
+            .push(u64::try_from(since_start.as_millis()).unwrap_or(u64::MAX));
+    }
+
     /// Keeps `message` as a sample error of `class` (the first few distinct ones).
     pub fn error(&mut self, class: Class, message: String) {
         let kept = &mut self.errors[class.index()];
@@ -441,6 +466,7 @@ impl Recorder {
         self.no_response_reused += other.no_response_reused;
         self.idle_closed += other.idle_closed;
         self.connections_opened += other.connections_opened;
+        self.left_at_ms.extend(other.left_at_ms);
         // Keep the earliest FAILURES_AT_CAP of both: each side holds its own earliest ones
         // (a side records attempts roughly in start order and stops at the cap), so the
         // earliest of the union are among them.
@@ -494,6 +520,8 @@ impl Recorder {
         report.no_response_reused = self.no_response_reused;
         report.idle_closed = self.idle_closed;
         report.connections_opened = self.connections_opened;
+        self.left_at_ms.sort_unstable();
+        report.left_at_ms = std::mem::take(&mut self.left_at_ms);
         report.errors = self.error_lines();
         let all = self.latencies();
         report.latency_p50_us = percentile(&all, 50.0);
