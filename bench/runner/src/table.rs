@@ -148,10 +148,28 @@ fn rows(r: &Results) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(o) = &r.failed_requests {
         let s = &o.settings;
+        let after_window = if s.stay_max_ms > 0 {
+            format!(
+                ", then clients stay on their keep-alive connections until the service closes them (no new connections; at most {} s)",
+                secs(s.stay_max_ms)
+            )
+        } else {
+            String::new()
+        };
+        let part1 = |side: &crate::failed_requests::SideOutcome| {
+            let mut cell = failed(side.failures(), side.requests(), &side.totals);
+            if s.stay_max_ms > 0 {
+                cell += &match side.last_left_after_window_ms() {
+                    Some(ms) => format!("; last client gone {} s after the window", secs(ms)),
+                    None => "; some clients still connected when stopped".to_owned(),
+                };
+            }
+            cell
+        };
         rows.push(Row {
             part: "1",
             what: format!(
-                "Failed requests across a shutdown: `GET /`, {} keep-alive connections at {}/s; SIGTERM after {} s, traffic for {} s more (lameduck: `LAMEDUCK_SHUTDOWN_DELAY={} s`); {} run(s) per side",
+                "Failed requests across a shutdown: `GET /`, {} keep-alive connections at {}/s; SIGTERM after {} s, traffic (new connections too) for {} s more{after_window} (lameduck: `LAMEDUCK_SHUTDOWN_DELAY={} s`); {} run(s) per side",
                 s.connections,
                 thousands(s.rate),
                 s.before_ms as f64 / 1000.0,
@@ -159,10 +177,10 @@ fn rows(r: &Results) -> Vec<Row> {
                 s.shutdown_delay_ms as f64 / 1000.0,
                 s.trials
             ),
-            lameduck: failed(o.lameduck.failures(), o.lameduck.requests(), &o.lameduck.totals),
-            baseline: failed(o.baseline.failures(), o.baseline.requests(), &o.baseline.totals),
+            lameduck: part1(&o.lameduck),
+            baseline: part1(&o.baseline),
             delayed: match &o.baseline_delay {
-                Some(d) => failed(d.failures(), d.requests(), &d.totals),
+                Some(d) => part1(d),
                 None => "not run".to_owned(),
             },
             goal: "0 failed (lameduck)".to_owned(),
@@ -534,10 +552,17 @@ fn headline(out: &mut String, r: &Results) {
     if let Some(o) = &r.failed_requests {
         let s = &o.settings;
         let (l, b) = (&o.lameduck, &o.baseline);
+        let traffic = if s.stay_max_ms > 0 {
+            format!(
+                "new connections for {} s after SIGTERM, then clients stay on their keep-alive connections until the service closes them",
+                secs(s.window_ms)
+            )
+        } else {
+            format!("traffic for {} s after SIGTERM", secs(s.window_ms))
+        };
         let mut line = format!(
-            "- **Part 1** ({} shutdown(s) per side, traffic for {} s after SIGTERM): against plain axum, **{}** vs **{}** failed requests{}.",
+            "- **Part 1** ({} shutdown(s) per side, {traffic}): against plain axum, **{}** vs **{}** failed requests{}.",
             s.trials,
-            secs(s.window_ms),
             thousands(l.failures()),
             thousands(b.failures()),
             edge(l.failures(), b.failures()),
@@ -931,6 +956,8 @@ mod tests {
                 report,
                 sigterm_to_exit_ms: 3000.0,
                 exit_code: 0,
+                last_left_after_window_ms: Some(1000),
+                clients_remaining: 0,
             }],
         }
     }
