@@ -14,7 +14,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response, Version};
@@ -88,52 +88,30 @@ where
     type Future = ServeRequest<S, ReqBody>;
 
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
+        let request_is_http1 = request.version() <= Version::HTTP_11;
         if let Some(info) = &self.info {
             request.extensions_mut().insert(info.clone());
         }
         if let Some(token) = &self.shared.stop_token {
             request.extensions_mut().insert(token.clone());
         }
-        let http1 = request.version() <= Version::HTTP_11;
-        let mut service = self.service.clone();
-        // Most services are ready at once (an axum `Router` always is): call it now, so
-        // that the request is not moved into the future and out again. One that is not
-        // ready is asked again, with the task's waker, when hyper polls the future.
-        let mut guard = None;
-        let stage = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => {
-                guard = Some(self.enter(http1));
-                call(&mut service, request)
-            }
-            Poll::Ready(Err(error)) => Stage::Failed {
-                error: Some(error.into()),
-            },
-            // Boxed: the future is moved on every step from here to hyper, and a request
-            // kept in it inline would make all of them pay for its size.
-            Poll::Pending => Stage::Waiting {
-                waiting: Some(Box::new((service, request))),
-            },
-        };
         ServeRequest {
-            stage,
-            guard,
+            stage: Stage::Waiting {
+                service: self.service.clone(),
+                request: Some(request),
+            },
+            guard: None,
             shared: Arc::clone(&self.shared),
             connection: Arc::clone(&self.connection),
-            http1,
+            http1: request_is_http1,
             awaiting_service: false,
         }
     }
 }
 
-impl<S, C> ConnectionService<S, C> {
-    /// Counted before the service sees the request, so that Stopping cannot miss it. The
-    /// connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2 has
-    /// none, and its streams run on other tasks than the connection's).
-    fn enter(&self, http1: bool) -> RequestGuard {
-        enter(&self.shared, &self.connection, http1)
-    }
-}
-
+/// Counted before the service sees the request, so that Stopping cannot miss it. The
+/// connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2 has none,
+/// and its streams run on other tasks than the connection's).
 fn enter(shared: &RequestShared, connection: &Arc<ConnectionState>, http1: bool) -> RequestGuard {
     let connection = http1.then(|| {
         connection.request_dispatched();
@@ -142,18 +120,29 @@ fn enter(shared: &RequestShared, connection: &Arc<ConnectionState>, http1: bool)
     RequestGuard::with_connection(shared.requests.enter(), connection)
 }
 
-/// Calls the service, catching a panic in its (synchronous) `call`.
-#[inline]
-fn call<S, ReqBody>(service: &mut S, request: Request<ReqBody>) -> Stage<S, ReqBody>
+/// Calls the service (it is ready) if it has not been yet, and polls its future; `None`
+/// when there is nothing to poll (the call panicked).
+fn call_and_poll<S, ReqBody, ResBody>(
+    mut stage: Pin<&mut Stage<S, ReqBody>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Response<ResBody>, BoxError>>>
 where
-    S: Service<Request<ReqBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
 {
-    match catch_unwind(AssertUnwindSafe(|| service.call(request))) {
-        Ok(future) => Stage::Called { future },
-        Err(payload) => {
-            log_panic("handler", &payload);
-            Stage::Panicked
-        }
+    if let StageProj::Waiting { service, request } = stage.as_mut().project() {
+        let Some(request) = request.take() else {
+            return Poll::Ready(None);
+        };
+        let future = service.call(request);
+        stage.set(Stage::Called { future });
+    }
+    match stage.project() {
+        StageProj::Called { future } => future
+            .poll(cx)
+            .map(|result| Some(result.map_err(Into::into))),
+        StageProj::Failed { error } => Poll::Ready(error.take().map(Err)),
+        StageProj::Waiting { .. } | StageProj::Done => Poll::Ready(None),
     }
 }
 
@@ -181,10 +170,9 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Waiting { waiting: Option<Box<(S, Request<ReqBody>)>> },
+        Waiting { service: S, request: Option<Request<ReqBody>> },
         Called { #[pin] future: S::Future },
         Failed { error: Option<BoxError> },
-        Panicked,
         Done,
     }
 }
@@ -198,11 +186,8 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut().project();
-        if let StageProj::Waiting { waiting } = this.stage.as_mut().project() {
-            let ready = match waiting.as_deref_mut() {
-                Some((service, _)) => service.poll_ready(cx),
-                None => Poll::Ready(Ok(())),
-            };
+        if let StageProj::Waiting { service, .. } = this.stage.as_mut().project() {
+            let ready = service.poll_ready(cx);
             // A pending answer means the request waits in the service (a concurrency
             // limit, a buffer), not that the client is silent: the header-read timeout
             // must not close the connection meanwhile.
@@ -210,37 +195,26 @@ where
                 *this.awaiting_service = ready.is_pending();
                 this.connection.set_awaiting_service(*this.awaiting_service);
             }
-            let next = match ready {
+            match ready {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(error)) => Stage::Failed {
+                Poll::Ready(Err(error)) => this.stage.set(Stage::Failed {
                     error: Some(error.into()),
-                },
-                Poll::Ready(Ok(())) => match waiting.take() {
-                    Some(waiting) => {
-                        let (mut service, request) = *waiting;
-                        *this.guard = Some(enter(this.shared, this.connection, *this.http1));
-                        call(&mut service, request)
-                    }
-                    None => Stage::Panicked,
-                },
-            };
-            this.stage.set(next);
-        }
-        let mut this = self.as_mut().project();
-        let polled = match this.stage.as_mut().project() {
-            StageProj::Called { future } => {
-                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(result)) => Some(result.map_err(Into::into)),
-                    Err(payload) => {
-                        log_panic("handler", &payload);
-                        None
-                    }
+                }),
+                Poll::Ready(Ok(())) => {
+                    *this.guard = Some(enter(this.shared, this.connection, *this.http1));
                 }
             }
-            StageProj::Failed { error } => error.take().map(Err),
-            StageProj::Panicked => None,
-            StageProj::Waiting { .. } | StageProj::Done => return Poll::Pending,
+        }
+        // One `catch_unwind` for the service's `call` and its future's `poll`: each costs
+        // a copy of what crosses it, and the request and the response are large.
+        let stage = this.stage.as_mut();
+        let polled = match catch_unwind(AssertUnwindSafe(|| call_and_poll(stage, cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(polled)) => polled,
+            Err(payload) => {
+                log_panic("handler", &payload);
+                None
+            }
         };
         // A future that panicked must not be polled again: it is dropped here.
         this.stage.set(Stage::Done);
