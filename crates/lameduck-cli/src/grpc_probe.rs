@@ -3,32 +3,27 @@
 //!
 //! One `grpc.health.v1.Health/Check` call on a new plaintext HTTP/2 connection (h2c with
 //! prior knowledge, as the kubelet's gRPC probe), with `service` = SERVICE (empty for the
-//! whole server); success only when the answer is SERVING. The client is tonic-health's
-//! generated one over a hyper HTTP/2 *client connection* made here: tonic's `channel`
-//! (balancing, reconnection, buffering) is of no use for a single call and would bring its
-//! transport, and with it server code, into a binary meant for minimal images.
+//! whole server); success only when the answer is SERVING. The call is made here on a hyper
+//! HTTP/2 *client connection*: the request (`HealthCheckRequest`, one string field) and the
+//! answer (`HealthCheckResponse`, one enum field) are encoded and decoded by hand, and the
+//! gRPC status read from the trailers as tonic's client does, so the binary, meant for
+//! minimal images, carries neither tonic nor prost (issue 18).
 //!
 //! Each kind of failure has its own exit code ([`Failure::exit_code`]), so that a probe's
 //! events tell "not serving" from "nothing listens" from "no health service there".
 
 use std::cell::Cell;
 use std::error::Error as StdError;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::fmt;
 use std::time::Duration;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
+use http::{Method, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
-use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
-use tonic::{Code, Status};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::duration;
 use crate::grpc_target::GrpcTarget;
@@ -47,8 +42,15 @@ pub(crate) const EXIT_TIMEOUT: u8 = 5;
 /// Exit code: any other gRPC or protocol error.
 pub(crate) const EXIT_OTHER: u8 = 6;
 
+/// The method called: `grpc.health.v1.Health/Check`.
+const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// The largest answer read (tonic's default limit for a decoded message): a health answer
+/// is a few bytes.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Headers that gRPC or HTTP/2 sets or forbids: a `--header` with one of these names is a
-/// usage error rather than a request that the server refuses or tonic silently drops.
+/// usage error rather than a request that the server refuses.
 /// (`grpc-*` names are refused as a prefix, `grpc-timeout` included: it is `--timeout`.)
 const RESERVED: [HeaderName; 3] = [header::TE, header::CONTENT_TYPE, header::CONTENT_LENGTH];
 
@@ -77,7 +79,7 @@ pub(crate) enum MetadataError {
         "header {0:?} cannot be given: binary (-bin) metadata is not supported, only ASCII headers"
     )]
     Binary(String),
-    /// A value tonic does not accept as ASCII metadata.
+    /// A value that cannot be ASCII metadata.
     #[error("invalid value for header {0:?}: gRPC metadata is printable ASCII")]
     Value(String),
     /// `Host` sets `:authority`, so it must be one.
@@ -93,7 +95,7 @@ pub(crate) struct Metadata {
     /// `Host: x` becomes the `:authority` (HTTP/2 has no `Host`), as in `probe http://`.
     authority: Option<Authority>,
     /// Every other header, in order, repeated ones included.
-    entries: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
+    entries: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Metadata {
@@ -126,11 +128,8 @@ impl Metadata {
             if shown.ends_with("-bin") {
                 return Err(MetadataError::Binary(shown));
             }
-            let key = MetadataKey::<Ascii>::from_bytes(name.as_str().as_bytes())
-                .map_err(|_| MetadataError::Binary(shown.clone()))?;
-            let value = MetadataValue::<Ascii>::try_from(value.as_bytes())
-                .map_err(|_| MetadataError::Value(shown))?;
-            entries.push((key, value));
+            // ASCII metadata is any valid header value (as tonic's `MetadataValue<Ascii>`).
+            entries.push((name.clone(), value.clone()));
         }
         Ok(Self {
             user_agent,
@@ -331,7 +330,7 @@ async fn check(
         .peer_addr()
         .map_or_else(|_| target.authority().to_string(), |addr| addr.to_string());
     phase.set("in the HTTP/2 handshake");
-    let (sender, connection) =
+    let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(|err| match lost_connection(&err) {
@@ -352,41 +351,443 @@ async fn check(
         .authority
         .clone()
         .unwrap_or_else(|| target.authority().clone());
-    let origin = Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query("/")
-        .build()
-        .map_err(|err| Failure::Internal(format!("{url}: cannot build the request: {err}")))?;
-    let mut client = HealthClient::with_origin(Http2(sender), origin);
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: target.service().to_owned(),
-    });
     // The deadline the server sees (`grpc-timeout`): what is left of --timeout.
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    let map = request.metadata_mut();
-    for (key, value) in &metadata.entries {
-        map.append(key.clone(), value.clone());
-    }
-    if let Some(user_agent) = &metadata.user_agent {
-        let value = MetadataValue::<Ascii>::try_from(user_agent.as_bytes())
-            .map_err(|_| Failure::Internal("invalid user-agent".to_owned()))?;
-        map.insert("user-agent", value);
-    }
+    let request = health_request(
+        authority,
+        target.service(),
+        metadata,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .map_err(|err| Failure::Internal(format!("{url}: cannot build the request: {err}")))?;
     phase.set("waiting for the Health/Check answer");
     let timeout = deadline.saturating_duration_since(Instant::now());
-    match client.check(request).await {
-        Ok(response) => judge(target, response.into_inner().status),
+    let answer = async {
+        std::future::poll_fn(|cx| sender.poll_ready(cx))
+            .await
+            .map_err(Status::from_hyper)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(Status::from_hyper)?;
+        read_answer(response).await
+    };
+    match answer.await {
+        Ok(status) => judge(target, status),
         Err(status) => Err(classify(target, &peer, &status, timeout)),
     }
 }
 
+/// The `Health/Check` request: `HealthCheckRequest { service }` in one uncompressed gRPC
+/// message, with the headers tonic's client sends and the `--header` metadata.
+fn health_request(
+    authority: Authority,
+    service: &str,
+    metadata: &Metadata,
+    timeout: Duration,
+) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(CHECK_PATH)
+        .build()?;
+    let mut request = http::Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .version(Version::HTTP_2)
+        .body(Full::new(Bytes::from(encode_request(service))))?;
+    let headers = request.headers_mut();
+    for (name, value) in &metadata.entries {
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(user_agent) = &metadata.user_agent {
+        headers.insert(header::USER_AGENT, user_agent.clone());
+    }
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&grpc_timeout(timeout)) {
+        headers.insert(HeaderName::from_static("grpc-timeout"), value);
+    }
+    Ok(request)
+}
+
+/// The gRPC message of `HealthCheckRequest { service }`: the 5-byte prefix (not
+/// compressed, length) and the protobuf encoding, field 1 (`string service`) left out when
+/// empty, as proto3 does.
+fn encode_request(service: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(service.len() + 6);
+    if !service.is_empty() {
+        message.push(0x0a); // field 1, length-delimited
+        put_varint(&mut message, service.len() as u64);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(&message);
+    framed
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A varint at the start of `input`: its value and the rest of `input`.
+fn take_varint(input: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0_u64;
+    for (index, byte) in input.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, &input[index + 1..]));
+        }
+    }
+    None
+}
+
+/// `status` (field 1, an enum) of a protobuf `HealthCheckResponse`; 0 (UNKNOWN) when
+/// absent, the last one when repeated, other fields skipped (as prost decodes it).
+fn decode_response(mut input: &[u8]) -> Option<i32> {
+    let mut status = 0;
+    while !input.is_empty() {
+        let (key, rest) = take_varint(input)?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        if field == 0 {
+            return None;
+        }
+        input = match wire_type {
+            0 => {
+                let (value, rest) = take_varint(rest)?;
+                if field == 1 {
+                    // An enum is an int32 on the wire: the low 32 bits.
+                    status = value as i32;
+                }
+                rest
+            }
+            1 => rest.get(8..)?,
+            2 => {
+                let (len, rest) = take_varint(rest)?;
+                rest.get(usize::try_from(len).ok()?..)?
+            }
+            5 => rest.get(4..)?,
+            _ => return None,
+        };
+    }
+    Some(status)
+}
+
+/// `grpc-timeout` as tonic writes it: the most precise unit that keeps the value within
+/// the 8 digits the gRPC spec allows.
+fn grpc_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let secs = u128::from(timeout.as_secs());
+    [
+        (timeout.as_nanos(), 'n'),
+        (timeout.as_micros(), 'u'),
+        (timeout.as_millis(), 'm'),
+        (secs, 'S'),
+        (secs / 60, 'M'),
+        (secs / 3600, 'H'),
+    ]
+    .into_iter()
+    .find(|(value, _)| *value <= MAX)
+    .map_or_else(
+        || format!("{MAX}H"),
+        |(value, unit)| format!("{value}{unit}"),
+    )
+}
+
+/// The answer's serving status, or the call's failure, read as tonic's unary client reads
+/// it: a `grpc-status` in the headers (trailers-only) ends the call; else the message, then
+/// the trailers' `grpc-status` (without one, a code inferred from the HTTP status).
+async fn read_answer(response: http::Response<Incoming>) -> Result<i32, Status> {
+    let (parts, mut body) = response.into_parts();
+    // Trailers-only: a failed call ends here; an OK one expects no further status.
+    let expect_trailers = match Status::from_headers(&parts.headers) {
+        Some(status) if status.code != Code::Ok => return Err(status),
+        Some(_) => false,
+        None => true,
+    };
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Status::from_hyper)?;
+        match frame.into_data() {
+            Ok(chunk) => {
+                if data.len() + chunk.len() > MAX_RESPONSE_BYTES + 5 {
+                    return Err(Status::new(
+                        Code::OutOfRange,
+                        format!(
+                            "Error, decoded message length too large: over {MAX_RESPONSE_BYTES} bytes"
+                        ),
+                    ));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Err(frame) => {
+                if let Ok(map) = frame.into_trailers() {
+                    trailers = Some(map);
+                }
+            }
+        }
+    }
+    let message = first_message(&data)?;
+    if expect_trailers {
+        match trailers.as_ref().and_then(Status::from_headers) {
+            Some(status) if status.code != Code::Ok => return Err(status),
+            Some(_) => {}
+            None => return Err(Status::from_http(parts.status)),
+        }
+    }
+    let message =
+        message.ok_or_else(|| Status::new(Code::Internal, "Missing response message."))?;
+    decode_response(message).ok_or_else(|| {
+        Status::new(
+            Code::Internal,
+            "failed to decode Protobuf message: HealthCheckResponse: invalid encoding",
+        )
+    })
+}
+
+/// The first gRPC message of a response body, if there is one.
+fn first_message(data: &[u8]) -> Result<Option<&[u8]>, Status> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let protocol =
+        |message: &str| Status::new(Code::Internal, format!("protocol error: {message}"));
+    let [flag, a, b, c, d, rest @ ..] = data else {
+        return Err(protocol("received a truncated message"));
+    };
+    match flag {
+        0 => {}
+        1 => {
+            return Err(protocol(
+                "received message with compressed-flag but no grpc-encoding was specified",
+            ));
+        }
+        other => {
+            return Err(protocol(&format!(
+                "received message with invalid compression flag: {other} (valid flags are 0 and 1)"
+            )));
+        }
+    }
+    let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+    rest.get(..len)
+        .map(Some)
+        .ok_or_else(|| protocol("received a truncated message"))
+}
+
+/// gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Code {
+    Ok,
+    Cancelled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    DataLoss,
+    Unauthenticated,
+}
+
+impl Code {
+    const ALL: [Self; 17] = [
+        Self::Ok,
+        Self::Cancelled,
+        Self::Unknown,
+        Self::InvalidArgument,
+        Self::DeadlineExceeded,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::PermissionDenied,
+        Self::ResourceExhausted,
+        Self::FailedPrecondition,
+        Self::Aborted,
+        Self::OutOfRange,
+        Self::Unimplemented,
+        Self::Internal,
+        Self::Unavailable,
+        Self::DataLoss,
+        Self::Unauthenticated,
+    ];
+
+    /// A `grpc-status` value: `0` to `16`, written without leading zeros; anything else is
+    /// UNKNOWN (as in tonic).
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let index = match bytes {
+            [digit @ b'0'..=b'9'] => digit - b'0',
+            [b'1', digit @ b'0'..=b'6'] => 10 + (digit - b'0'),
+            _ => return Self::Unknown,
+        };
+        Self::ALL[usize::from(index)]
+    }
+}
+
+/// How a call ended other than with an answer: a status from the server, or one made here
+/// from the HTTP status or an HTTP/2 or I/O error (`source`), as tonic makes them.
+#[derive(Debug)]
+struct Status {
+    code: Code,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl Status {
+    fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// With an I/O error of `kind` as its source.
+    #[cfg(test)]
+    fn with_io_source(mut self, kind: std::io::ErrorKind) -> Self {
+        self.source = Some(Box::new(std::io::Error::from(kind)));
+        self
+    }
+
+    /// `grpc-status` and `grpc-message` (percent-decoded), if `headers` has a status.
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let code = Code::from_bytes(headers.get("grpc-status")?.as_bytes());
+        let message = match headers.get("grpc-message") {
+            Some(value) => match String::from_utf8(percent_decode(value.as_bytes())) {
+                Ok(message) => message,
+                Err(err) => format!(
+                    "Error deserializing status message header: {}",
+                    err.utf8_error()
+                ),
+            },
+            None => String::new(),
+        };
+        Some(Self::new(code, message))
+    }
+
+    /// No `grpc-status` at the end of the answer: a code from the HTTP status
+    /// (gRPC's http-grpc-status-mapping).
+    fn from_http(status: StatusCode) -> Self {
+        let code = match status {
+            StatusCode::BAD_REQUEST => Code::Internal,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::NOT_FOUND => Code::Unimplemented,
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+            StatusCode::OK => {
+                return Self::new(
+                    Code::Unknown,
+                    "protocol error: missing grpc-status trailer, stream was terminated without \
+                     a final status (possible truncation by a proxy or load balancer)",
+                );
+            }
+            _ => Code::Unknown,
+        };
+        Self::new(
+            code,
+            format!(
+                "grpc-status header missing, mapped from HTTP status code {}",
+                status.as_u16()
+            ),
+        )
+    }
+
+    /// An HTTP/2 or I/O error of the call, coded as tonic's client codes it.
+    fn from_hyper(error: hyper::Error) -> Self {
+        let code = if error.is_timeout() {
+            Code::Unavailable
+        } else if error.is_canceled() {
+            Code::Cancelled
+        } else {
+            Code::Unknown
+        };
+        Self {
+            code,
+            message: error.to_string(),
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", code_name(self.code), self.message)
+    }
+}
+
+impl StdError for Status {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|err| err as &(dyn StdError + 'static))
+    }
+}
+
+/// `%XX` escapes decoded (`grpc-message` is percent-encoded); a bad escape stays as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut index = 0;
+    while index < input.len() {
+        if input[index] == b'%'
+            && let (Some(high), Some(low)) = (
+                input.get(index + 1).copied().and_then(hex),
+                input.get(index + 2).copied().and_then(hex),
+            )
+        {
+            out.push((high * 16 + low) as u8);
+            index += 3;
+            continue;
+        }
+        out.push(input[index]);
+        index += 1;
+    }
+    out
+}
+
+/// The health service's `ServingStatus` names.
+fn serving_status_name(status: i32) -> Option<&'static str> {
+    match status {
+        0 => Some("UNKNOWN"),
+        1 => Some("SERVING"),
+        2 => Some("NOT_SERVING"),
+        3 => Some("SERVICE_UNKNOWN"),
+        _ => None,
+    }
+}
+
+/// `ServingStatus::SERVING`.
+const SERVING: i32 = 1;
+
 /// SERVING is a success; any other answer of the health service is exit 1.
 fn judge(target: &GrpcTarget, status: i32) -> Result<(), Failure> {
-    let name = match ServingStatus::try_from(status) {
-        Ok(ServingStatus::Serving) => return Ok(()),
-        Ok(other) => other.as_str_name().to_owned(),
-        Err(_) => format!("an unknown status ({status})"),
+    if status == SERVING {
+        return Ok(());
+    }
+    let name = match serving_status_name(status) {
+        Some(name) => name.to_owned(),
+        None => format!("an unknown status ({status})"),
     };
     Err(Failure::NotServing {
         url: target.to_string(),
@@ -395,12 +796,12 @@ fn judge(target: &GrpcTarget, status: i32) -> Result<(), Failure> {
     })
 }
 
-/// The failure for an RPC that ended with `status` (from the server, or made by tonic from
-/// an HTTP/2 or I/O error).
+/// The failure for an RPC that ended with `status` (from the server, or made here from an
+/// HTTP/2 or I/O error).
 fn classify(target: &GrpcTarget, peer: &str, status: &Status, timeout: Duration) -> Failure {
     let url = target.to_string();
-    let message = one_line(status.message());
-    match status.code() {
+    let message = one_line(&status.message);
+    match status.code {
         Code::NotFound => Failure::UnknownService {
             url,
             service: target.service().to_owned(),
@@ -419,14 +820,14 @@ fn classify(target: &GrpcTarget, peer: &str, status: &Status, timeout: Duration)
                     detail,
                 };
             }
-            // tonic's messages for transport errors ("h2 protocol error: ...") say more with
-            // their causes.
+            // The messages of transport errors ("connection error") say more with their
+            // causes.
             let detail = match StdError::source(status) {
                 Some(source) => {
                     let causes = http_get::chain(source);
                     if message.contains(&causes) {
                         message
-                    } else if message.is_empty() {
+                    } else if message.is_empty() || causes.starts_with(&message) {
                         one_line(&causes)
                     } else {
                         one_line(&format!("{message}: {causes}"))
@@ -444,7 +845,7 @@ fn classify(target: &GrpcTarget, peer: &str, status: &Status, timeout: Duration)
 }
 
 /// The error chain on one line when it holds an I/O error saying that the peer closed,
-/// reset or aborted the connection, for a clearer message than tonic's.
+/// reset or aborted the connection, for a clearer message than hyper's.
 fn lost_connection(error: &(dyn StdError + 'static)) -> Option<String> {
     let mut source = Some(error);
     while let Some(err) = source {
@@ -487,24 +888,6 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// hyper's HTTP/2 sender as the tower service tonic's generated client calls (tonic's
-/// `GrpcService` is implemented for such services).
-struct Http2(SendRequest<tonic::body::Body>);
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for Http2 {
-    type Response = http::Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(request))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,13 +910,9 @@ mod tests {
     #[test]
     fn only_serving_is_a_success() {
         let t = target("grpc://127.0.0.1:50051");
-        assert!(judge(&t, ServingStatus::Serving as i32).is_ok());
-        for (status, name) in [
-            (ServingStatus::NotServing, "NOT_SERVING"),
-            (ServingStatus::Unknown, "UNKNOWN"),
-            (ServingStatus::ServiceUnknown, "SERVICE_UNKNOWN"),
-        ] {
-            let failure = judge(&t, status as i32).err();
+        assert!(judge(&t, SERVING).is_ok());
+        for (status, name) in [(2, "NOT_SERVING"), (0, "UNKNOWN"), (3, "SERVICE_UNKNOWN")] {
+            let failure = judge(&t, status).err();
             assert_eq!(failure.as_ref().map(Failure::exit_code), Some(1));
             assert_eq!(
                 failure.map(|f| f.to_string()),
@@ -555,22 +934,24 @@ mod tests {
         let second = Duration::from_secs(1);
         let code_of = |status: Status| classify(&t, PEER, &status, second).exit_code();
         assert_eq!(
-            code_of(Status::not_found("unknown service")),
+            code_of(Status::new(Code::NotFound, "unknown service")),
             EXIT_UNKNOWN_SERVICE
         );
-        assert_eq!(code_of(Status::deadline_exceeded("late")), EXIT_TIMEOUT);
+        assert_eq!(
+            code_of(Status::new(Code::DeadlineExceeded, "late")),
+            EXIT_TIMEOUT
+        );
         for status in [
-            Status::unimplemented(""),
-            Status::unavailable("down"),
-            Status::internal("h2 protocol error"),
-            Status::unknown("?"),
-            Status::permission_denied("no"),
+            Status::new(Code::Unimplemented, ""),
+            Status::new(Code::Unavailable, "down"),
+            Status::new(Code::Internal, "h2 protocol error"),
+            Status::new(Code::Unknown, "?"),
+            Status::new(Code::PermissionDenied, "no"),
         ] {
             assert_eq!(code_of(status), EXIT_OTHER);
         }
-        let reset = Status::from_error(Box::new(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset,
-        )));
+        let reset = Status::new(Code::Unknown, "connection error")
+            .with_io_source(std::io::ErrorKind::ConnectionReset);
         // After the connection was made, a reset is not "cannot connect" (see
         // `Failure::ConnectionLost`).
         let failure = classify(&t, PEER, &reset, second);
@@ -587,19 +968,76 @@ mod tests {
         let second = Duration::from_secs(1);
         let message = |status: Status| classify(&t, PEER, &status, second).to_string();
         assert_eq!(
-            message(Status::unimplemented("")),
+            message(Status::new(Code::Unimplemented, "")),
             "grpc://h:1/svc: gRPC error UNIMPLEMENTED"
         );
         assert_eq!(
-            message(Status::unavailable("line one\nline two")),
+            message(Status::new(Code::Unavailable, "line one\nline two")),
             "grpc://h:1/svc: gRPC error UNAVAILABLE: line one line two"
         );
         assert_eq!(
-            message(Status::not_found("unknown service svc")),
+            message(Status::new(Code::NotFound, "unknown service svc")),
             "grpc://h:1/svc: unknown service \"svc\": the server answered NOT_FOUND: unknown service svc"
         );
         let long = "x".repeat(MAX_MESSAGE_CHARS + 10);
-        assert!(message(Status::internal(long)).ends_with('…'));
+        assert!(message(Status::new(Code::Internal, long)).ends_with('…'));
+    }
+
+    #[test]
+    fn the_request_is_a_framed_health_check_request() {
+        assert_eq!(encode_request(""), [0, 0, 0, 0, 0]);
+        assert_eq!(
+            encode_request("a.B"),
+            [0, 0, 0, 0, 5, 0x0a, 3, b'a', b'.', b'B']
+        );
+        let long = "s".repeat(200);
+        let framed = encode_request(&long);
+        assert_eq!(&framed[..8], &[0, 0, 0, 0, 203, 0x0a, 0xc8, 0x01]);
+        assert_eq!(framed.len(), 5 + 203);
+    }
+
+    #[test]
+    fn the_answer_decodes_as_prost_would() {
+        assert_eq!(decode_response(&[]), Some(0));
+        assert_eq!(decode_response(&[0x08, 1]), Some(1));
+        assert_eq!(decode_response(&[0x08, 2]), Some(2));
+        // Unknown fields skipped; the last `status` wins.
+        assert_eq!(
+            decode_response(&[0x12, 2, b'h', b'i', 0x08, 1, 0x1d, 0, 0, 0, 0, 0x08, 3]),
+            Some(3)
+        );
+        assert_eq!(decode_response(&[0x08]), None);
+        assert_eq!(decode_response(&[0x12, 5, 1]), None);
+        assert_eq!(first_message(&[]).ok(), Some(None));
+        assert_eq!(
+            first_message(&[0, 0, 0, 0, 2, 0x08, 1]).ok(),
+            Some(Some(&[0x08_u8, 1][..]))
+        );
+        assert!(first_message(&[1, 0, 0, 0, 0]).is_err());
+        assert!(first_message(&[0, 0, 0, 0, 9, 0x08]).is_err());
+    }
+
+    #[test]
+    fn grpc_timeout_and_message_as_tonic_writes_and_reads_them() {
+        assert_eq!(grpc_timeout(Duration::from_millis(500)), "500000u");
+        assert_eq!(grpc_timeout(Duration::from_millis(99)), "99000000n");
+        assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(percent_decode(b"not%20found%3A x%zz%"), b"not found: x%zz%");
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("5"));
+        headers.insert("grpc-message", HeaderValue::from_static("no%20such"));
+        let status = Status::from_headers(&headers).map(|s| (s.code, s.message));
+        assert_eq!(status, Some((Code::NotFound, "no such".to_owned())));
+        headers.insert("grpc-status", HeaderValue::from_static("99"));
+        assert_eq!(
+            Status::from_headers(&headers).map(|s| s.code),
+            Some(Code::Unknown)
+        );
+        assert_eq!(
+            Status::from_http(StatusCode::NOT_FOUND).code,
+            Code::Unimplemented
+        );
     }
 
     #[test]
