@@ -171,6 +171,12 @@ impl ConnectionState {
     }
 
     /// Whether bytes went out, or a write was waiting for the client, since the last call.
+    /// No request in progress (every response's body has ended) and no write waiting for
+    /// the socket: whatever hyper had to send has been handed to the kernel.
+    pub(crate) fn nothing_to_write(&self) -> bool {
+        !self.requests().1 && self.writes.load(Ordering::Relaxed) != WRITES_PENDING
+    }
+
     pub(crate) fn take_write_activity(&self) -> bool {
         match self.writes.load(Ordering::Relaxed) {
             WRITES_NONE => false,
