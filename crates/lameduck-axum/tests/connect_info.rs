@@ -43,8 +43,16 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_get_the_client_address_on_both_listeners() {
+/// `lameduck_axum::serve` of `/whoami` on both listeners, `.connect_info()` or not; the
+/// traffic and admin addresses, and a way to end it and check its report.
+struct Served {
+    lifecycle: lameduck::Lifecycle,
+    traffic: SocketAddr,
+    admin: SocketAddr,
+    serve: tokio::task::JoinHandle<Result<lameduck::Report, lameduck_axum::AdminError>>,
+}
+
+async fn serve_whoami(connect_info: bool) -> Served {
     let lifecycle = builder()
         .shutdown_delay(Duration::ZERO)
         .build()
@@ -52,28 +60,62 @@ async fn handlers_get_the_client_address_on_both_listeners() {
     let (traffic, traffic_addr) = bind().await;
     let (admin_listener, admin_addr) = bind().await;
     let app = Router::new().route("/whoami", get(whoami));
-    let serve = lameduck_axum::serve(traffic, app, &lifecycle)
-        .connect_info()
-        .admin(
-            admin(&lifecycle)
-                .route("/whoami", get(whoami))
-                .listener(admin_listener),
-        );
-    let serve = tokio::spawn(serve.into_future());
+    let mut serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
+        admin(&lifecycle)
+            .route("/whoami", get(whoami))
+            .listener(admin_listener),
+    );
+    if connect_info {
+        serve = serve.connect_info();
+    }
+    Served {
+        serve: tokio::spawn(serve.into_future()),
+        lifecycle,
+        traffic: traffic_addr,
+        admin: admin_addr,
+    }
+}
 
-    for addr in [traffic_addr, admin_addr] {
+impl Served {
+    async fn shut_down_cleanly(self) {
+        self.lifecycle.shutdown();
+        let report = tokio::time::timeout(PATIENCE, self.serve)
+            .await
+            .expect("serve returns")
+            .expect("no panic")
+            .expect("serve started");
+        assert!(report.clean, "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_get_the_client_address_on_both_listeners() {
+    let served = serve_whoami(true).await;
+    for addr in [served.traffic, served.admin] {
         let (reply, me) = get_from(addr, "/whoami").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body, me.to_string());
     }
+    served.shut_down_cleanly().await;
+}
 
-    lifecycle.shutdown();
-    let report = tokio::time::timeout(PATIENCE, serve)
-        .await
-        .expect("serve returns")
-        .expect("no panic")
-        .expect("serve started");
-    assert!(report.clean, "{report:?}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_connect_info_the_traffic_router_has_no_address() {
+    let served = serve_whoami(false).await;
+    // axum's own answer to a missing extension, as under `axum::serve` without
+    // `into_make_service_with_connect_info`.
+    let (reply, _) = get_from(served.traffic, "/whoami").await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert!(
+        reply.body.contains("Missing request extension"),
+        "{}",
+        reply.body
+    );
+    // The admin listener has it regardless.
+    let (reply, me) = get_from(served.admin, "/whoami").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, me.to_string());
+    served.shut_down_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,43 +129,4 @@ async fn admin_spawn_gives_the_client_address_too() {
     tokio::time::timeout(PATIENCE, admin.wait())
         .await
         .expect("the admin server ends");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_connect_info_the_traffic_router_has_no_address() {
-    let lifecycle = builder()
-        .shutdown_delay(Duration::ZERO)
-        .build()
-        .expect("a valid configuration");
-    let (traffic, traffic_addr) = bind().await;
-    let (admin_listener, admin_addr) = bind().await;
-    let app = Router::new().route("/whoami", get(whoami));
-    let serve = lameduck_axum::serve(traffic, app, &lifecycle).admin(
-        admin(&lifecycle)
-            .route("/whoami", get(whoami))
-            .listener(admin_listener),
-    );
-    let serve = tokio::spawn(serve.into_future());
-
-    // axum's own answer to a missing extension, as under `axum::serve` without
-    // `into_make_service_with_connect_info`.
-    let (reply, _) = get_from(traffic_addr, "/whoami").await;
-    assert_eq!(reply.status, 500, "{}", reply.body);
-    assert!(
-        reply.body.contains("Missing request extension"),
-        "{}",
-        reply.body
-    );
-    // The admin listener has it regardless.
-    let (reply, me) = get_from(admin_addr, "/whoami").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.body, me.to_string());
-
-    lifecycle.shutdown();
-    let report = tokio::time::timeout(PATIENCE, serve)
-        .await
-        .expect("serve returns")
-        .expect("no panic")
-        .expect("serve started");
-    assert!(report.clean, "{report:?}");
 }

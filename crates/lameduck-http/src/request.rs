@@ -352,55 +352,63 @@ mod tests {
             .expect("a valid test configuration")
     }
 
-    fn connection_service<S>(
-        lifecycle: &Lifecycle,
-        states: &StateWatch,
-        service: S,
-    ) -> (ConnectionService<S, ()>, Arc<ConnectionState>) {
+    /// A connection's service around `service`, for a lifecycle whose state the test sets
+    /// through the `StateWatch`.
+    struct Fixture<S> {
+        lifecycle: Lifecycle,
+        states: StateWatch,
+        service: ConnectionService<S, ()>,
+        connection: Arc<ConnectionState>,
+    }
+
+    fn fixture<S>(service: S) -> Fixture<S> {
+        let lifecycle = lifecycle();
+        let states = StateWatch::detached(State::Ready);
         let connection = ConnectionState::new();
-        let shared = Arc::new(RequestShared::new(lifecycle, states.clone(), false));
+        let shared = Arc::new(RequestShared::new(&lifecycle, states.clone(), false));
         let service = ConnectionService::new(service, shared, Arc::clone(&connection), None);
-        (service, connection)
+        Fixture {
+            lifecycle,
+            states,
+            service,
+            connection,
+        }
     }
 
     type Handler = fn(Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
 
     #[tokio::test]
     async fn a_panic_in_call_is_a_500_and_not_left_counted() {
-        let lifecycle = lifecycle();
-        let states = StateWatch::detached(State::Ready);
         let handler: Handler = |_| panic!("in call");
-        let (service, _) = connection_service(&lifecycle, &states, tower::service_fn(handler));
-        let response = service.call(Request::new(())).await.expect("a response");
+        let f = fixture(tower::service_fn(handler));
+        let response = f.service.call(Request::new(())).await.expect("a response");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
-            lifecycle.requests().active(),
+            f.lifecycle.requests().active(),
             1,
             "until hyper drops the body"
         );
         assert!(response.into_body().collect().await.is_ok());
-        assert_eq!(lifecycle.requests().active(), 0);
+        assert_eq!(f.lifecycle.requests().active(), 0);
     }
 
     #[tokio::test]
     async fn a_panic_in_the_future_is_a_500_and_the_connection_counts_it_ended() {
-        let lifecycle = lifecycle();
-        let states = StateWatch::detached(State::Ready);
-        let (service, connection) = connection_service(
-            &lifecycle,
-            &states,
-            tower::service_fn(|_: Request<()>| async {
-                if true {
-                    panic!("in future");
-                }
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-            }),
-        );
-        let response = service.call(Request::new(())).await.expect("a response");
+        let f = fixture(tower::service_fn(|_: Request<()>| async {
+            if true {
+                panic!("in future");
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+        let response = f.service.call(Request::new(())).await.expect("a response");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         drop(response);
-        assert_eq!(lifecycle.requests().active(), 0);
-        assert_eq!(connection.requests(), (1, false), "dispatched once, ended");
+        assert_eq!(f.lifecycle.requests().active(), 0);
+        assert_eq!(
+            f.connection.requests(),
+            (1, false),
+            "dispatched once, ended"
+        );
     }
 
     #[tokio::test]
@@ -416,43 +424,31 @@ mod tests {
                 panic!("in body")
             }
         }
-        let lifecycle = lifecycle();
-        let states = StateWatch::detached(State::Ready);
-        let (service, _) = connection_service(
-            &lifecycle,
-            &states,
-            tower::service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(Panicking))
-            }),
-        );
-        let response = service.call(Request::new(())).await.expect("a response");
+        let f = fixture(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Panicking))
+        }));
+        let response = f.service.call(Request::new(())).await.expect("a response");
         assert_eq!(response.status(), StatusCode::OK);
         let mut body = response.into_body();
         let error = body.frame().await.expect("a frame").expect_err("an error");
         assert!(error.to_string().contains("in body"), "{error}");
-        assert_eq!(lifecycle.requests().active(), 0);
+        assert_eq!(f.lifecycle.requests().active(), 0);
         assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]
     async fn responses_say_connection_close_from_draining_on_for_http1_only() {
-        let lifecycle = lifecycle();
-        let states = StateWatch::detached(State::Ready);
-        let (service, _) = connection_service(
-            &lifecycle,
-            &states,
-            tower::service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
-            }),
-        );
-        let ready = service.call(Request::new(())).await.expect("a response");
+        let f = fixture(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+        }));
+        let ready = f.service.call(Request::new(())).await.expect("a response");
         assert!(!ready.headers().contains_key(CONNECTION));
-        states.set(State::Draining);
-        let draining = service.call(Request::new(())).await.expect("a response");
+        f.states.set(State::Draining);
+        let draining = f.service.call(Request::new(())).await.expect("a response");
         assert_eq!(draining.headers()[CONNECTION], "close");
         let mut http2 = Request::new(());
         *http2.version_mut() = Version::HTTP_2;
-        let http2 = service.call(http2).await.expect("a response");
+        let http2 = f.service.call(http2).await.expect("a response");
         assert!(!http2.headers().contains_key(CONNECTION));
     }
 
@@ -481,20 +477,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_waiting_for_the_service_is_not_counted_yet_and_the_connection_knows() {
-        let lifecycle = lifecycle();
-        let states = StateWatch::detached(State::Ready);
         let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (service, connection) =
-            connection_service(&lifecycle, &states, Gate(Arc::clone(&open)));
-        let mut request = task::spawn(service.call(Request::new(())));
+        let f = fixture(Gate(Arc::clone(&open)));
+        let mut request = task::spawn(f.service.call(Request::new(())));
         assert_pending!(request.poll());
-        assert_eq!(lifecycle.requests().active(), 0);
-        assert_eq!(connection.requests(), (0, true), "waiting in the service");
+        assert_eq!(f.lifecycle.requests().active(), 0);
+        assert_eq!(f.connection.requests(), (0, true), "waiting in the service");
         open.store(true, std::sync::atomic::Ordering::SeqCst);
         let response = assert_ready!(request.poll()).expect("a response");
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(lifecycle.requests().active(), 1, "counted once called");
+        assert_eq!(f.lifecycle.requests().active(), 1, "counted once called");
         drop(response);
-        assert_eq!(connection.requests(), (1, false));
+        assert_eq!(f.connection.requests(), (1, false));
     }
 }
