@@ -6,7 +6,7 @@
 //! hyper service, one future and one body. Layered, each request paid for three futures
 //! and two bodies wrapped one in the other, each moved into the next (a copy of the
 //! handler's future every time) and each polled through its own state machine: together
-//! about 3 % of the instructions of a trivial request. The public
+//! about 240 instructions, 2 % of a trivial request (callgrind). The public
 //! [`InFlightLayer`](crate::InFlightLayer) stays, for servers that know nothing of the
 //! lifecycle.
 
