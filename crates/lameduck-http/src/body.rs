@@ -62,6 +62,19 @@ impl<B: std::fmt::Debug> std::fmt::Debug for InFlightBody<B> {
     }
 }
 
+/// Ends a response body's request with its last frame (or its error): servers stop
+/// polling once `is_end_stream` is true, so the guard goes with that frame rather than
+/// waiting for the body to be dropped.
+pub(crate) fn end_with_last_frame<T, E>(
+    frame: &Option<Result<T, E>>,
+    body: &impl Body,
+    guard: &mut Option<RequestGuard>,
+) {
+    if !matches!(frame, Some(Ok(_))) || body.is_end_stream() {
+        guard.take();
+    }
+}
+
 impl<B: Body> Body for InFlightBody<B> {
     type Data = B::Data;
     type Error = B::Error;
@@ -73,11 +86,7 @@ impl<B: Body> Body for InFlightBody<B> {
         match self.project().kind.project() {
             KindProj::Tracked { mut inner, guard } => {
                 let frame = ready!(inner.as_mut().poll_frame(cx));
-                // Servers stop polling once `is_end_stream` is true, so the guard goes
-                // with the last frame rather than waiting for the body to be dropped.
-                if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
-                    guard.take();
-                }
+                end_with_last_frame(&frame, &*inner, guard);
                 Poll::Ready(frame)
             }
             KindProj::Empty => Poll::Ready(None),

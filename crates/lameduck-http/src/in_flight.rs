@@ -21,7 +21,8 @@ use crate::stop_token::StopToken;
 /// Default `Retry-After` of the `503` answered after Stopping began.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-const CLOSE: HeaderValue = HeaderValue::from_static("close");
+/// `Connection: close`, on the responses of a server that wants its clients to leave.
+pub(crate) const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// A tower layer that reports every request to the lifecycle's
 /// [`requests`](Lifecycle::requests) counter until its response body has ended, so that

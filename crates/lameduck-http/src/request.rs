@@ -17,20 +17,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::CONNECTION;
-use http::{HeaderValue, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use lameduck::{ActivityCounter, Lifecycle};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::in_flight::RequestGuard;
+use crate::body::end_with_last_frame;
+use crate::in_flight::{CLOSE, RequestGuard};
 use crate::io::ConnectionState;
 use crate::panic::{BodyPanicked, internal_server_error, log_panic, panic_message};
 use crate::state_watch::StateWatch;
 use crate::stop_token::StopToken;
-
-const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// What every connection's service shares.
 pub(crate) struct RequestShared {
@@ -294,12 +293,7 @@ where
                 match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(frame)) => {
-                        // Servers stop polling once `is_end_stream` is true, so the guard
-                        // goes with the last frame rather than waiting for the body to be
-                        // dropped.
-                        if !matches!(frame, Some(Ok(_))) || inner.is_end_stream() {
-                            guard.take();
-                        }
+                        end_with_last_frame(&frame, &*inner, guard);
                         return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
                     }
                     Err(payload) => payload,
