@@ -19,6 +19,9 @@
 //!   and answers `503` with `Retry-After` once Stopping has begun.
 //! - [`StopToken`] lets long-lived responses (SSE, WebSocket, streams) end
 //!   themselves cleanly when Stopping begins.
+//! - [`admin`]: the probes (`/livez`, `/readyz`, `/startupz`) and `/shutdown` on a
+//!   hardened HTTP/1 listener of their own, without a web framework (`lameduck-axum`'s
+//!   `Admin` is the same endpoints as an axum router, with routes of your own).
 //! - [`Server::connect_info`] gives handlers the peer's address, as axum's
 //!   `into_make_service_with_connect_info` does (`.connect_info(axum::extract::ConnectInfo)`).
 //!
@@ -72,6 +75,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod admin;
 mod body;
 mod connection;
 mod in_flight;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lameduck::{Check, Lifecycle, Reason, State};
-use lameduck_axum::{Admin, AdminError};
+use lameduck_http::admin::{AdminError, Endpoints};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -115,7 +115,7 @@ async fn supervise(plan: Plan) -> u8 {
         }
         eprintln!("lameduck run: warning: {warning}");
     }
-    let admin = match Admin::from_env(&lifecycle) {
+    let admin = match Endpoints::from_env(&lifecycle) {
         Ok(admin) => admin,
         Err(error) => {
             eprintln!("lameduck run: configuration error: {error}");

@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use lameduck::Lifecycle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -24,6 +22,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::BoxError;
 
 /// How long a client may take to send a request's headers (from connecting, or from the
 /// end of its previous request on a kept-alive connection): 5 s. Probes send theirs at
@@ -101,7 +101,7 @@ pub enum AdminError {
         /// Why.
         source: io::Error,
     },
-    /// The listener given to [`Admin::listener`](crate::Admin::listener) has no local
+    /// The listener given to [`Endpoints::listener`](super::Endpoints::listener) has no local
     /// address.
     #[error("the admin listener has no local address: {0}")]
     LocalAddr(#[source] io::Error),
@@ -119,7 +119,7 @@ impl std::fmt::Debug for AdminError {
 ///
 /// ```
 /// use std::time::Duration;
-/// let limits = lameduck_axum::AdminLimits::default()
+/// let limits = lameduck_http::admin::AdminLimits::default()
 ///     .header_read_timeout(Duration::from_secs(2))
 ///     .max_connections(128);
 /// # let _ = limits;
@@ -170,7 +170,8 @@ impl AdminLimits {
     }
 }
 
-/// A running admin listener, started by [`Admin::spawn`](crate::Admin::spawn). Dropping
+/// A running admin listener, started by [`Endpoints::spawn`](super::Endpoints::spawn).
+/// Dropping
 /// the handle leaves the server running; it ends by itself once the lifecycle has
 /// finished.
 #[derive(Debug)]
@@ -200,19 +201,29 @@ impl AdminServer {
     }
 }
 
-/// Serve `router` on `listener` as the admin listener of `lifecycle`, on a task of its own
-/// (what [`Admin::spawn`](crate::Admin::spawn) documents).
-pub(crate) fn spawn_server(
+/// Serve on `listener` as the admin listener of `lifecycle`, on a task of its own (what
+/// [`Endpoints::spawn`](super::Endpoints::spawn) documents): each connection with the
+/// service `make_service` makes for its client's address.
+pub(super) fn spawn_server<M, S, B>(
     listener: TcpListener,
-    router: Router,
+    make_service: M,
     lifecycle: &Lifecycle,
     limits: AdminLimits,
-) -> Result<AdminServer, AdminError> {
+) -> Result<AdminServer, AdminError>
+where
+    M: Fn(SocketAddr) -> S + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let local_addr = listener.local_addr().map_err(AdminError::LocalAddr)?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(serve(
         listener,
-        router,
+        make_service,
         lifecycle.clone(),
         limits,
         stop.clone(),
@@ -224,13 +235,21 @@ pub(crate) fn spawn_server(
     })
 }
 
-async fn serve(
+async fn serve<M, S, B>(
     listener: TcpListener,
-    router: Router,
+    make_service: M,
     lifecycle: Lifecycle,
     limits: AdminLimits,
     stop: CancellationToken,
-) {
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -279,9 +298,8 @@ async fn serve(
         // Small answers: send them at once.
         let _ = stream.set_nodelay(true);
         let service = Tracked {
-            inner: TowerToHyperService::new(router.clone()),
+            inner: make_service(peer),
             slot: Arc::clone(&slot),
-            peer,
         };
         let http = Arc::clone(&http);
         let closing = closing.clone();
@@ -417,12 +435,10 @@ impl Drop for InFlight {
     }
 }
 
-/// The router as a hyper service that keeps its connection's [`Slot`] up to date and
-/// gives handlers the client's address (`ConnectInfo<SocketAddr>`).
+/// A connection's service, keeping its connection's [`Slot`] up to date.
 struct Tracked<S> {
     inner: S,
     slot: Arc<Slot>,
-    peer: SocketAddr,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -436,9 +452,8 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&self, request: Request<ReqBody>) -> Self::Future {
         let in_flight = InFlight::new(Arc::clone(&self.slot));
-        request.extensions_mut().insert(ConnectInfo(self.peer));
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;

@@ -10,7 +10,7 @@ use super::server::AdminError;
 /// `LAMEDUCK_ADMIN_ADDR`: where the admin listener binds (`IP:PORT`).
 pub const ENV_ADMIN_ADDR: &str = "LAMEDUCK_ADMIN_ADDR";
 /// `LAMEDUCK_SHUTDOWN_TOKEN`: when set, `/shutdown` requires it in the
-/// [`TOKEN_HEADER`](crate::TOKEN_HEADER) header.
+/// [`TOKEN_HEADER`](super::TOKEN_HEADER) header.
 pub const ENV_SHUTDOWN_TOKEN: &str = "LAMEDUCK_SHUTDOWN_TOKEN";
 /// The admin listener's address when `LAMEDUCK_ADMIN_ADDR` is not set: `0.0.0.0:9090`.
 pub const DEFAULT_ADMIN_ADDR: SocketAddr =

@@ -3,11 +3,13 @@
 
 use std::fmt::Write as _;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use http::{HeaderValue, Response, StatusCode, header};
 use lameduck::{CheckKind, CheckResult};
 
 use super::Options;
+use super::body::AdminBody;
 
 const WITHHELD: &str = "reason withheld";
 
@@ -19,20 +21,14 @@ pub(super) fn respond(
     unmatched_excludes: &[String],
     options: &Options,
     expose_details: bool,
-) -> Response {
+) -> Response<AdminBody> {
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     if options.json {
-        let body = json(ok, checks, expose_details);
-        let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(status, json(ok, checks, expose_details))
     } else {
         let body = text(
             label,
@@ -42,25 +38,42 @@ pub(super) fn respond(
             options.verbose,
             expose_details,
         );
-        (status, body).into_response()
+        text_response(status, body)
     }
 }
 
 /// 404 for `/readyz/NAME` (and siblings) when no check of `kind` is named `name`; JSON
 /// (`{"status":"not_found","error":..}`) when the request asked for it, like every answer.
-pub(super) fn unknown_check(kind: CheckKind, name: &str, options: &Options) -> Response {
+pub(super) fn unknown_check(kind: CheckKind, name: &str, options: &Options) -> Response<AdminBody> {
     let error = format!("no {kind} check named {name:?}");
     if options.json {
         let body = serde_json::json!({"status": "not_found", "error": error}).to_string();
-        let mut response = (StatusCode::NOT_FOUND, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(StatusCode::NOT_FOUND, body)
     } else {
-        (StatusCode::NOT_FOUND, error + "\n").into_response()
+        text_response(StatusCode::NOT_FOUND, error + "\n")
     }
+}
+
+/// A plain-text answer, typed as axum types a `String` response.
+pub(super) fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<AdminBody> {
+    with_content_type(status, body, "text/plain; charset=utf-8")
+}
+
+pub(super) fn json_response(status: StatusCode, body: String) -> Response<AdminBody> {
+    with_content_type(status, body, "application/json")
+}
+
+fn with_content_type(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<AdminBody> {
+    let mut response = Response::new(AdminBody::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// Why a check failed, as shown: the built-in check's state name always, a registered
