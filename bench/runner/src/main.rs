@@ -14,7 +14,9 @@
 //!    against tonic's own `serve_with_shutdown` ([`grpc`]).
 //!
 //! `lameduck-bench all --out DIR [--quick]` runs everything and writes `results.json`,
-//! `table.md`, CSVs and `shutdown.png` to DIR, and prints the table. The exit status is
+//! `table.md`, CSVs and `shutdown.png` to DIR, and prints the table. `results.json` leaves
+//! out the load reports' `failures_at` lists (a time for each failed request, thousands
+//! for plain axum): the timeline CSVs have their shape. The exit status is
 //! non-zero when a part could not run — not when a goal is missed (goals are reported) —
 //! except that `--quick` asserts lameduck's 0 failed requests in part 1.
 
@@ -284,7 +286,7 @@ async fn run(parts: Vec<Part>, opts: Opts) -> Result<bool> {
     table::write_csvs(&results, &out)?;
     std::fs::write(
         out.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
+        serde_json::to_string_pretty(&without_failure_lists(serde_json::to_value(&results)?))?,
     )?;
     std::fs::write(out.join("table.md"), &markdown)?;
     if let Some(doc) = &opts.doc {
@@ -427,6 +429,22 @@ const BEGIN: &str = "<!-- results:begin -->";
 const END: &str = "<!-- results:end -->";
 
 /// Replaces the results block of the documentation with the new table.
+/// `value` without any `failures_at` list, at any depth.
+fn without_failure_lists(mut value: serde_json::Value) -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("failures_at");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
 fn update_doc(doc: &Path, markdown: &str, out: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
@@ -488,6 +506,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stored_results_leave_out_failure_lists_at_any_depth() {
+        let results = serde_json::json!({
+            "part": {"trials": [{"report": {"failures_at": [{"start_ms": 1}], "failed": 1}}]},
+            "failures_at": [],
+            "kept": [1, 2],
+        });
+        assert_eq!(
+            super::without_failure_lists(results),
+            serde_json::json!({"part": {"trials": [{"report": {"failed": 1}}]}, "kept": [1, 2]})
+        );
+    }
+
     use super::*;
 
     #[test]
