@@ -65,6 +65,7 @@ impl<B: std::fmt::Debug> std::fmt::Debug for InFlightBody<B> {
 /// Ends a response body's request with its last frame (or its error): servers stop
 /// polling once `is_end_stream` is true, so the guard goes with that frame rather than
 /// waiting for the body to be dropped.
+#[inline]
 pub(crate) fn end_with_last_frame<T, E>(
     frame: &Option<Result<T, E>>,
     body: &impl Body,

@@ -165,6 +165,7 @@ impl RequestGuard {
         Self::with_connection(in_flight, None)
     }
 
+    #[inline]
     pub(crate) fn with_connection(
         in_flight: ActivityGuard,
         connection: Option<Arc<ConnectionState>>,
@@ -177,6 +178,7 @@ impl RequestGuard {
 }
 
 impl Drop for RequestGuard {
+    #[inline]
     fn drop(&mut self) {
         if let Some(connection) = &self.connection {
             connection.request_ended();

@@ -109,6 +109,7 @@ impl ConnectionState {
         Arc::new(state)
     }
 
+    #[inline]
     pub(crate) fn protocol(&self) -> Protocol {
         match self.protocol.load(Ordering::Relaxed) {
             1 => Protocol::Http1,
@@ -147,11 +148,13 @@ impl ConnectionState {
     }
 
     /// A request was handed to the service.
+    #[inline]
     pub(crate) fn request_dispatched(&self) {
         self.dispatched.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request's response ended (or was dropped unfinished).
+    #[inline]
     pub(crate) fn request_ended(&self) {
         self.ended.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,6 +169,7 @@ impl ConnectionState {
     }
 
     /// A request has been read and waits for the service to be ready, or no longer does.
+    #[inline]
     pub(crate) fn set_awaiting_service(&self, awaiting: bool) {
         self.awaiting_service.store(awaiting, Ordering::Relaxed);
     }

@@ -86,6 +86,7 @@ where
     type Error = BoxError;
     type Future = ServeRequest<S, ReqBody>;
 
+    #[inline]
     fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
         let request_is_http1 = request.version() <= Version::HTTP_11;
         if let Some(info) = &self.info {
@@ -94,14 +95,18 @@ where
         if let Some(token) = &self.shared.stop_token {
             request.extensions_mut().insert(token.clone());
         }
+        // Clones first, so that the request is moved once, straight into the future.
+        let service = self.service.clone();
+        let shared = Arc::clone(&self.shared);
+        let connection = Arc::clone(&self.connection);
         ServeRequest {
             stage: Stage::Waiting {
-                service: self.service.clone(),
+                service,
                 request: Some(request),
             },
             guard: None,
-            shared: Arc::clone(&self.shared),
-            connection: Arc::clone(&self.connection),
+            shared,
+            connection,
             http1: request_is_http1,
             awaiting_service: false,
         }
@@ -111,6 +116,7 @@ where
 /// Counted before the service sees the request, so that Stopping cannot miss it. The
 /// connection counts HTTP/1 requests only, for its header-read timeout (HTTP/2 has none,
 /// and its streams run on other tasks than the connection's).
+#[inline]
 fn enter(shared: &RequestShared, connection: &Arc<ConnectionState>, http1: bool) -> RequestGuard {
     let connection = http1.then(|| {
         connection.request_dispatched();
@@ -212,11 +218,12 @@ where
             Ok(Poll::Ready(polled)) => polled,
             Err(payload) => {
                 log_panic("handler", &payload);
+                // A future that panicked must not be polled again: it is dropped here. One
+                // that completed is dropped with this one, a moment later.
+                this.stage.set(Stage::Done);
                 None
             }
         };
-        // A future that panicked must not be polled again: it is dropped here.
-        this.stage.set(Stage::Done);
         let guard = this.guard.take();
         let mut response = match polled {
             Some(Ok(response)) => response.map(|body| ServedBody::tracked(body, guard)),

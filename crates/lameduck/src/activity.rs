@@ -59,6 +59,7 @@ impl ActivityCounter {
     }
 
     /// Count one more unit of work until the returned guard is dropped.
+    #[inline]
     pub fn enter(&self) -> ActivityGuard {
         self.inner.active.fetch_add(1, Ordering::SeqCst);
         ActivityGuard {
@@ -89,6 +90,7 @@ impl ActivityCounter {
 }
 
 impl Drop for ActivityGuard {
+    #[inline]
     fn drop(&mut self) {
         let inner = &self.counter.inner;
         if inner.active.fetch_sub(1, Ordering::SeqCst) == 1 && inner.watched.load(Ordering::SeqCst)
