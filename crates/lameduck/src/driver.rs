@@ -68,24 +68,48 @@ impl Timeline {
 }
 
 /// Hook outcomes in the order the hooks were due; a hook's slot holds `abandoned` until it
-/// finishes, so whatever a deadline or a forced exit interrupts is reported as such. Each
-/// slot also says whether its outcome reached the metrics: a finished run's did (from
-/// `run_hook`), a slot that never finished is counted as abandoned when the log is taken.
+/// finishes, so whatever a deadline or a forced exit interrupts is reported as such, with
+/// the time it had run. Each slot also says whether its outcome reached the metrics: a
+/// finished run's did (from `run_hook`), a slot that never finished is counted as
+/// abandoned when the log is taken.
 #[derive(Default)]
-struct HookLog(Mutex<Vec<(HookReport, bool)>>);
+struct HookLog(Mutex<Vec<HookSlot>>);
+
+struct HookSlot {
+    report: HookReport,
+    counted: bool,
+    /// When the hook began, while it has not finished: an abandoned hook's duration.
+    started: Option<Instant>,
+}
+
+impl HookSlot {
+    fn new(report: HookReport, counted: bool) -> Self {
+        Self {
+            report,
+            counted,
+            started: None,
+        }
+    }
+}
 
 impl HookLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(HookReport, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HookSlot>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+    /// A slot for a hook that is due; [`begin`](Self::begin) when it starts.
     fn reserve(&self, name: String, phase: &'static str) -> usize {
         let mut log = self.lock();
-        log.push((HookReport::abandoned(name, phase), false));
+        log.push(HookSlot::new(HookReport::abandoned(name, phase), false));
         log.len() - 1
+    }
+    fn begin(&self, slot: usize) {
+        if let Some(entry) = self.lock().get_mut(slot) {
+            entry.started = Some(Instant::now());
+        }
     }
     fn record(&self, slot: usize, report: HookReport) {
         if let Some(entry) = self.lock().get_mut(slot) {
-            *entry = (report, true);
+            *entry = HookSlot::new(report, true);
         }
     }
     /// Drop the newest slot (startup attempts are sequential, so it is the caller's).
@@ -93,24 +117,25 @@ impl HookLog {
         self.lock().pop();
     }
     fn push(&self, report: HookReport) {
-        self.lock().push((report, false));
+        self.lock().push(HookSlot::new(report, false));
     }
     /// Startup attempts a trigger interrupted, or whose retry it ended: a shutdown before
     /// Ready is orderly, and the log already has each failure.
     fn forget_startup(&self) {
-        self.lock().retain(|(report, _)| report.phase != "startup");
+        self.lock().retain(|slot| slot.report.phase != "startup");
     }
     fn take(&self) -> Vec<HookReport> {
+        let now = Instant::now();
         std::mem::take(&mut *self.lock())
             .into_iter()
-            .map(|(report, counted)| {
-                if !counted {
-                    crate::metrics::hook_ran(
-                        &report.name,
-                        report.phase,
-                        report.outcome,
-                        Duration::ZERO,
-                    );
+            .map(|slot| {
+                let mut report = slot.report;
+                let ran = slot
+                    .started
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                if !slot.counted {
+                    report.duration_ms = millis(ran);
+                    crate::metrics::hook_ran(&report.name, report.phase, report.outcome, ran);
                 }
                 report
             })
@@ -533,6 +558,7 @@ async fn run_startup_hooks(lifecycle: &Lifecycle, hook_log: &HookLog) {
             // Until an attempt succeeds, its slot says how it went: `abandoned` while it
             // runs (a trigger may cut it), then its failure while the retry waits.
             let slot = hook_log.reserve(hook.name.clone(), "startup");
+            hook_log.begin(slot);
             let report = run_hook(
                 &hook.span,
                 hook.name.clone(),
@@ -588,6 +614,7 @@ fn run_phase<'a>(
             let slot = hook_log.reserve(hook.name.clone(), phase.as_str());
             let timeout = hook.timeout.unwrap_or(default_timeout);
             async move {
+                hook_log.begin(slot);
                 let report = run_hook(
                     &hook.span,
                     hook.name,

@@ -204,7 +204,8 @@ pub struct HookReport {
     pub phase: &'static str,
     /// How it ended.
     pub outcome: HookOutcome,
-    /// How long it ran.
+    /// How long it ran: for a hook abandoned while it ran, until it was abandoned; 0 for
+    /// one that never began (its phase never came).
     pub duration_ms: u64,
     /// The error or panic message, if any.
     #[serde(skip_serializing_if = "Option::is_none")]

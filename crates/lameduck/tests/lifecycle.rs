@@ -32,12 +32,15 @@ fn spawn_run(lifecycle: &Lifecycle) -> tokio::task::JoinHandle<Report> {
 }
 
 fn outcome(report: &Report, name: &str) -> HookOutcome {
+    hook(report, name).outcome
+}
+
+fn hook<'a>(report: &'a Report, name: &str) -> &'a lameduck::HookReport {
     report
         .hooks
         .iter()
         .find(|h| h.name == name)
         .unwrap_or_else(|| panic!("no hook {name} in {:?}", report.hooks))
-        .outcome
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,6 +356,10 @@ async fn deadline_is_honoured_with_a_hook_that_never_returns() {
     assert_eq!(start.elapsed(), Duration::from_secs(9));
     assert!(report.deadline_exceeded);
     assert_eq!(outcome(&report, "never-returns"), HookOutcome::Abandoned);
+    // It ran from Stopping (after the 1 s delay) until the deadline: the time it had, not 0
+    // because it never finished.
+    assert_eq!(report.states[1].duration_ms, 1000, "{:?}", report.states);
+    assert_eq!(hook(&report, "never-returns").duration_ms, 8000);
     assert!(!report.clean);
     assert_eq!(report.exit_code, lameduck::EXIT_DEADLINE);
 }
@@ -379,6 +386,8 @@ async fn a_stopping_hook_that_never_returns_is_given_up_in_time_for_the_after_dr
     assert_eq!(start.elapsed(), Duration::from_millis(6750 + 1500));
     assert!(!report.deadline_exceeded);
     assert_eq!(outcome(&report, "never-returns"), HookOutcome::Abandoned);
+    // It ran from the trigger (the budget gave the lame duck no time) until it was given up.
+    assert_eq!(hook(&report, "never-returns").duration_ms, 6750);
     assert_eq!(outcome(&report, "after"), HookOutcome::Ok);
     assert_eq!(report.exit_code, lameduck::EXIT_UNCLEAN);
 }
