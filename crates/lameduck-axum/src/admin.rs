@@ -9,7 +9,8 @@ use std::pin::Pin;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 use lameduck::Lifecycle;
 pub use lameduck_http::admin::{
@@ -241,9 +242,8 @@ fn with_builtins(routes: Router, endpoints: &Endpoints) -> Router {
         async move {
             match answer {
                 Some(answer) => answer.await.map(Body::new),
-                // Only the built-in paths are routed here; a path of theirs it does not
-                // answer (`/shutdown` turned off after routing) is not served.
-                None => lameduck_http::admin::not_found().map(Body::new),
+                // Only the built-in paths it answers are routed here.
+                None => StatusCode::NOT_FOUND.into_response(),
             }
         }
     };

@@ -400,7 +400,7 @@ impl<B> hyper::service::Service<Request<B>> for AdminService {
 }
 
 /// The 404 for a path no endpoint serves, `no-store` like every answer.
-pub fn not_found() -> Response<AdminBody> {
+fn not_found() -> Response<AdminBody> {
     let mut response = no_store(Response::new(AdminBody::empty()));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
@@ -442,8 +442,10 @@ impl Shared {
     }
 }
 
-/// `Cache-Control: no-store` (probe answers must never be reused by a proxy or a client),
-/// and `nosniff`, since some bodies echo a name from the URL.
+/// The headers every built-in answer carries: `Cache-Control: no-store` (probe answers
+/// must never be reused by a proxy or a client), and `X-Content-Type-Options: nosniff`,
+/// since some bodies echo a name from the URL. For a router that serves the endpoints'
+/// paths, to add to its own 404s.
 pub fn no_store_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
