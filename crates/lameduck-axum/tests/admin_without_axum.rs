@@ -24,7 +24,11 @@ const COMPARED_HEADERS: [&str; 6] = [
 ];
 
 /// Method, path and headers of one request.
-type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const CASES: &[Case] = &[
     ("GET", "/livez", &[]),
