@@ -352,6 +352,9 @@ impl<L: Listener> Drop for TrackedIo<L> {
 }
 
 impl<L: Listener> AsyncRead for TrackedIo<L> {
+    // Run twice a request; inlined into hyper-util's `TokioIo`, it saves a call and its
+    // register saves (about 35 instructions per request).
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
