@@ -251,17 +251,26 @@ where
             }
         };
         let guard = this.guard.take();
-        let mut response = match polled {
-            Some(Ok(response)) => response.map(|body| ServedBody::tracked(body, guard)),
-            Some(Err(error)) => return Poll::Ready(Err(error)),
-            None => internal_server_error(ServedBody::empty(guard)),
-        };
         // Decided when the response leaves, not when the request came: a request that
         // began while Ready and ends while Draining still closes.
-        if *this.http1 && this.shared.states.is_draining() {
+        let close = *this.http1 && this.shared.states.is_draining();
+        // The header goes in before the body is wrapped, so that the wrapped response is
+        // made where it is returned rather than copied there.
+        let mut response = match polled {
+            Some(Ok(response)) => response,
+            Some(Err(error)) => return Poll::Ready(Err(error)),
+            None => {
+                let mut response = internal_server_error(ServedBody::empty(guard));
+                if close {
+                    response.headers_mut().insert(CONNECTION, CLOSE);
+                }
+                return Poll::Ready(Ok(response));
+            }
+        };
+        if close {
             response.headers_mut().insert(CONNECTION, CLOSE);
         }
-        Poll::Ready(Ok(response))
+        Poll::Ready(Ok(response.map(|body| ServedBody::tracked(body, guard))))
     }
 }
 
