@@ -202,7 +202,8 @@ impl Admin {
     /// the new one closed at once.
     pub async fn spawn(self) -> Result<AdminServer, AdminError> {
         let Self { endpoints, routes } = self;
-        let router = with_builtins(routes, &endpoints);
+        // Routes made ready once, not on each request (as `axum::serve` does).
+        let router: Router = with_builtins(routes, &endpoints).with_state(());
         endpoints
             .spawn_with(move |peer| WithPeer {
                 router: router.clone(),

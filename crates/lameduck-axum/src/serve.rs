@@ -75,7 +75,9 @@ use crate::admin::{Admin, AdminError};
 /// ```
 pub fn serve(listener: TcpListener, app: Router, lifecycle: &Lifecycle) -> Serve {
     Serve {
-        traffic: lameduck_http::serve(listener, app, lifecycle),
+        // Routes made ready once, as `axum::serve` does for each connection: a `Router<()>`
+        // called as it is builds each handler's route again, on the heap, every request.
+        traffic: lameduck_http::serve(listener, app.with_state(()), lifecycle),
         admin: None,
         connect_info: false,
         lifecycle: lifecycle.clone(),
