@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any};
+use axum::routing::{MethodRouter, get};
 use lameduck::Lifecycle;
 pub use lameduck_http::admin::{
     AdminError, AdminLimits, AdminServer, DEFAULT_ADMIN_ADDR, DEFAULT_HEADER_READ_TIMEOUT,
@@ -235,7 +235,10 @@ impl Admin {
 
 /// `routes` and the built-in endpoints of `endpoints`, as one router. The built-in paths
 /// are routed here so that the router merges (or nests) like any other; what they answer
-/// is [`AdminService::answer`]'s, the same as without axum.
+/// is lameduck-http's `AdminService::answer`, the same as without axum. Routed by method
+/// (`get`, and `post` for `/shutdown`), not with `any`, so that merging a router with a
+/// route of its own at a built-in path and method panics, as axum does for any overlap,
+/// rather than shadowing a probe or the preStop trigger.
 fn with_builtins(routes: Router, endpoints: &Endpoints) -> Router {
     let service = endpoints.service();
     let answer = move |request: Request| {
@@ -251,11 +254,11 @@ fn with_builtins(routes: Router, endpoints: &Endpoints) -> Router {
     let mut router = Router::new();
     for path in HEALTH_PATHS {
         router = router
-            .route(path, any(answer.clone()))
-            .route(&format!("{path}/{{name}}"), any(answer.clone()));
+            .route(path, get(answer.clone()))
+            .route(&format!("{path}/{{name}}"), get(answer.clone()));
     }
     if endpoints.serves_shutdown() {
-        router = router.route(SHUTDOWN_PATH, any(answer));
+        router = router.route(SHUTDOWN_PATH, get(answer.clone()).post(answer));
     }
     // `no-store` on the 404 of a path the router does not serve too.
     let builtin = router.layer(axum::middleware::map_response(no_store));

@@ -171,3 +171,58 @@ async fn a_catch_all_of_ours_leaves_the_probes_alone() {
         }
     }
 }
+
+/// The panic message of building a router, or `None` if it did not panic.
+fn panics_with(build: impl FnOnce() -> Router) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+        .err()
+        .map(|payload| {
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default()
+        })
+}
+
+/// `Admin::router()` merged into an application's router that has a route of its own at a
+/// built-in path and method: axum's overlap panic at start, never a probe or the preStop
+/// trigger silently answered by the application's handler.
+#[test]
+fn merging_over_a_probe_or_the_trigger_panics_rather_than_shadowing_it() {
+    let lifecycle = lifecycle();
+    let mine = || async { "mine" };
+    let cases = [
+        (
+            "GET /healthz before the merge",
+            panics_with(|| {
+                Router::new()
+                    .route("/healthz", routing::get(mine))
+                    .merge(admin(&lifecycle).router())
+            }),
+        ),
+        (
+            "POST /shutdown before the merge",
+            panics_with(|| {
+                Router::new()
+                    .route("/shutdown", routing::post(mine))
+                    .merge(admin(&lifecycle).router())
+            }),
+        ),
+        (
+            "GET /livez after the merge",
+            panics_with(|| {
+                Router::new()
+                    .merge(admin(&lifecycle).router())
+                    .route("/livez", routing::get(mine))
+            }),
+        ),
+    ];
+    for (case, panicked) in cases {
+        let message = panicked.unwrap_or_else(|| panic!("{case}: no panic"));
+        assert!(
+            message.contains("Overlapping method route"),
+            "{case}: {message}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! lameduck-http's admin endpoints on hyper alone (what `lameduck run` serves) answer
-//! exactly as this crate's axum router does: same status, same headers that matter, same
+//! exactly as this crate's axum router does (whose method routing is axum's own, as before
+//! the endpoints moved to lameduck-http): same status, same headers that matter, same
 //! body, for every built-in path, method, query and check name, before and after the
 //! trigger.
 
@@ -48,6 +49,8 @@ const CASES: &[Case] = &[
     ("GET", "/readyz/nope", &[]),
     ("GET", "/livez/nope", &[("Accept", "application/json")]),
     ("GET", "/readyz/%FF", &[]),
+    ("PATCH", "/readyz/%FF", &[]),
+    ("POST", "/shutdown", &[("X-Lameduck-Token", "wrong")]),
     ("HEAD", "/livez", &[]),
     ("HEAD", "/readyz/db", &[]),
     ("POST", "/readyz", &[]),

@@ -93,8 +93,8 @@ pub fn serve<L, S>(listener: L, service: S, lifecycle: &Lifecycle) -> Server<L, 
 /// - **drain timeout**: what remains is cut (the lifecycle counts it in the report).
 ///
 /// Every connection is reported to [`Lifecycle::connections`], every request (until its
-/// response body ends) to [`Lifecycle::requests`] through an [`InFlightLayer`], so that
-/// Stopping ends the moment the last one is done. (The listener itself counts as one
+/// response body ends) to [`Lifecycle::requests`], as [`InFlightLayer`](crate::InFlightLayer)
+/// does for other servers, so that Stopping ends the moment the last one is done. (The listener itself counts as one
 /// connection until it is closed, so that Stopping cannot end before the queued
 /// connections have been accepted.) A handler that panics is answered `500`; its request
 /// is not left counted.

@@ -38,6 +38,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body::Body;
 use hyper::body::Incoming;
 use lameduck::{CheckKind, Lifecycle};
+use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 
 use crate::BoxError;
@@ -52,10 +53,12 @@ pub use shutdown::{SHUTDOWN_HOLD, TOKEN_HEADER};
 
 /// The health endpoints, each answering for one kind of check; `NAME` under each
 /// (`/readyz/db`) runs one check.
-pub const HEALTH_PATHS: [&str; 5] = ["/healthz", "/livez", "/ready", "/readyz", "/startupz"];
+pub const HEALTH_PATHS: &[&str] = &["/healthz", "/livez", "/ready", "/readyz", "/startupz"];
 
 /// The preStop hook's target.
 pub const SHUTDOWN_PATH: &str = "/shutdown";
+
+const _: () = assert!(HEALTH_PATHS.len() == HEALTH_KINDS.len());
 
 /// The kind of check each of [`HEALTH_PATHS`] runs.
 const HEALTH_KINDS: [CheckKind; 5] = [
@@ -78,7 +81,8 @@ const HEALTH_KINDS: [CheckKind; 5] = [
 /// ```
 pub fn reserved_by(path: &str) -> Option<&'static str> {
     HEALTH_PATHS
-        .into_iter()
+        .iter()
+        .copied()
         .chain([SHUTDOWN_PATH])
         .find(|builtin| {
             path.strip_prefix(builtin)
@@ -286,16 +290,20 @@ struct Shared {
 pub type Answer = Pin<Box<dyn Future<Output = Response<AdminBody>> + Send>>;
 
 /// What a request asks of the built-in endpoints.
-enum Endpoint {
+enum Endpoint<'a> {
     Health {
         kind: CheckKind,
         /// The path without its `/`: names the endpoint in the text output.
         label: &'static str,
-        /// `NAME` in `/readyz/NAME`, percent-decoded.
-        name: Option<String>,
+        /// `NAME` in `/readyz/NAME`, as sent (percent-encoded).
+        name: Option<&'a str>,
     },
     Shutdown,
 }
+
+/// The 400 for a check name that is not percent-encoded UTF-8, as axum words it (the
+/// answer before the endpoints moved out of axum).
+const UNDECODABLE_NAME: &str = "Invalid URL: Invalid UTF-8 in `name`";
 
 impl AdminService {
     /// The answer to `request` if its path is a built-in one (`None` otherwise): 200/503
@@ -303,11 +311,8 @@ impl AdminService {
     /// not decode, 405 for a method other than GET or HEAD (or POST, for `/shutdown`).
     /// Every answer carries `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`.
     pub fn answer<B>(&self, request: &Request<B>) -> Option<Answer> {
-        let endpoint = match self.endpoint(request.uri().path()) {
-            None => return None,
-            Some(Ok(endpoint)) => endpoint,
-            Some(Err(bad_name)) => return Some(Box::pin(std::future::ready(bad_name))),
-        };
+        let endpoint = self.endpoint(request.uri().path())?;
+        // The method first, then the name: a wrong method is a 405 whatever the name.
         let method = request.method();
         let allowed = method == Method::GET
             || method == Method::HEAD
@@ -327,6 +332,15 @@ impl AdminService {
         let shared = Arc::clone(&self.shared);
         Some(match endpoint {
             Endpoint::Health { kind, label, name } => {
+                let name = match name.map(|name| percent_decode_str(name).decode_utf8()) {
+                    None => None,
+                    Some(Ok(name)) => Some(name.into_owned()),
+                    Some(Err(_)) => {
+                        let response =
+                            render::text_response(StatusCode::BAD_REQUEST, UNDECODABLE_NAME);
+                        return Some(Box::pin(std::future::ready(no_store(response))));
+                    }
+                };
                 let options = Options::new(request.uri().query(), request.headers());
                 Box::pin(async move { no_store(shared.health(kind, label, name, options).await) })
             }
@@ -340,45 +354,31 @@ impl AdminService {
         })
     }
 
-    /// The built-in endpoint at `path`, if any, or the 400 for a name that does not decode.
-    fn endpoint(&self, path: &str) -> Option<Result<Endpoint, Response<AdminBody>>> {
+    /// The built-in endpoint at `path`, if any.
+    fn endpoint<'a>(&self, path: &'a str) -> Option<Endpoint<'a>> {
         if path == SHUTDOWN_PATH {
-            return self
-                .shared
-                .shutdown_endpoint
-                .then_some(Ok(Endpoint::Shutdown));
+            return self.shared.shutdown_endpoint.then_some(Endpoint::Shutdown);
         }
         HEALTH_PATHS
-            .into_iter()
+            .iter()
             .zip(HEALTH_KINDS)
             .find_map(|(base, kind)| {
                 let rest = path.strip_prefix(base)?;
                 let label = &base[1..];
                 if rest.is_empty() {
-                    return Some(Ok(Endpoint::Health {
+                    return Some(Endpoint::Health {
                         kind,
                         label,
                         name: None,
-                    }));
+                    });
                 }
                 // One segment, not empty: `/readyz/` and `/readyz/a/b` are no endpoint.
-                let encoded = rest.strip_prefix('/')?;
-                if encoded.is_empty() || encoded.contains('/') {
-                    return None;
-                }
-                Some(
-                    match percent_encoding::percent_decode_str(encoded).decode_utf8() {
-                        Ok(name) => Ok(Endpoint::Health {
-                            kind,
-                            label,
-                            name: Some(name.into_owned()),
-                        }),
-                        Err(_) => Err(no_store(render::text_response(
-                            StatusCode::BAD_REQUEST,
-                            "the check name is not percent-encoded UTF-8\n",
-                        ))),
-                    },
-                )
+                let name = rest.strip_prefix('/')?;
+                (!name.is_empty() && !name.contains('/')).then_some(Endpoint::Health {
+                    kind,
+                    label,
+                    name: Some(name),
+                })
             })
     }
 }
@@ -446,6 +446,7 @@ impl Shared {
 /// must never be reused by a proxy or a client), and `X-Content-Type-Options: nosniff`,
 /// since some bodies echo a name from the URL. For a router that serves the endpoints'
 /// paths, to add to its own 404s.
+#[doc(hidden)]
 pub fn no_store_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(

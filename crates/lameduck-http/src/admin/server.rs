@@ -171,8 +171,7 @@ impl AdminLimits {
 }
 
 /// A running admin listener, started by [`Endpoints::spawn`](super::Endpoints::spawn).
-/// Dropping
-/// the handle leaves the server running; it ends by itself once the lifecycle has
+/// Dropping the handle leaves the server running; it ends by itself once the lifecycle has
 /// finished.
 #[derive(Debug)]
 pub struct AdminServer {
