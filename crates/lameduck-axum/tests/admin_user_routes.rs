@@ -88,16 +88,10 @@ async fn a_route_of_ours_is_under_the_admin_limits() {
 /// The panic message of `Admin::route(path, ..)`, if it panics.
 fn refusal(path: &str) -> Option<String> {
     let lifecycle = lifecycle();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = admin(&lifecycle).route(path, routing::get(metrics));
-    }))
-    .err()
-    .map(|panic| {
-        panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default()
+    panics_with(|| {
+        admin(&lifecycle)
+            .route(path, routing::get(metrics))
+            .router()
     })
 }
 
@@ -172,7 +166,7 @@ async fn a_catch_all_of_ours_leaves_the_probes_alone() {
     }
 }
 
-/// The panic message of building a router, or `None` if it did not panic.
+/// The panic message of `build`, or `None` if it did not panic.
 fn panics_with(build: impl FnOnce() -> Router) -> Option<String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
         .err()
