@@ -367,12 +367,7 @@ mod tests {
             first_request_grace: Duration::from_secs(1),
             states: StateWatch::detached(State::Ready),
             connections: ActivityCounter::new(),
-            lifecycle: lameduck::Lifecycle::builder()
-                .exit_process(false)
-                .no_signals()
-                .no_termination_log()
-                .build()
-                .expect("a valid test configuration"),
+            lifecycle: crate::test_support::lifecycle(),
         }
     }
 
@@ -503,11 +498,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http2_opened_before_the_relay_heard_of_the_trigger_gets_goaway_at_stopping() {
         let mut server = server(None);
-        server.lifecycle = lameduck::Lifecycle::builder()
+        server.lifecycle = crate::test_support::builder()
             .shutdown_delay(Duration::from_secs(60))
-            .exit_process(false)
-            .no_signals()
-            .no_termination_log()
             .build()
             .expect("a valid test configuration");
         let driver = server.lifecycle.clone();

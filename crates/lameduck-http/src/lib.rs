@@ -102,3 +102,18 @@ struct ReadmeDoctests;
 
 /// The error type hyper and tower pass around.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The lifecycles of the unit tests: no signal handlers, no termination log, no exit.
+#[cfg(test)]
+pub(crate) mod test_support {
+    pub(crate) fn builder() -> lameduck::Builder {
+        lameduck::Lifecycle::builder()
+            .exit_process(false)
+            .no_signals()
+            .no_termination_log()
+    }
+
+    pub(crate) fn lifecycle() -> lameduck::Lifecycle {
+        builder().build().expect("a valid test configuration")
+    }
+}

@@ -382,14 +382,7 @@ mod tests {
     use std::convert::Infallible;
     use tokio_test::{assert_pending, assert_ready, task};
 
-    fn lifecycle() -> Lifecycle {
-        Lifecycle::builder()
-            .exit_process(false)
-            .no_signals()
-            .no_termination_log()
-            .build()
-            .expect("a valid test configuration")
-    }
+    use crate::test_support::lifecycle;
 
     /// A connection's service around `service`, for a lifecycle whose state the test sets
     /// through the `StateWatch`.

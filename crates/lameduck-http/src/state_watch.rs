@@ -256,14 +256,7 @@ fn decode(value: u8) -> State {
 mod tests {
     use super::*;
 
-    fn lifecycle() -> Lifecycle {
-        Lifecycle::builder()
-            .exit_process(false)
-            .no_termination_log()
-            .no_signals()
-            .build()
-            .expect("a valid configuration")
-    }
+    use crate::test_support::lifecycle;
 
     #[test]
     fn encoding_round_trips_in_order() {

@@ -501,14 +501,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    fn lifecycle() -> Lifecycle {
-        Lifecycle::builder()
-            .exit_process(false)
-            .no_termination_log()
-            .no_signals()
-            .build()
-            .unwrap()
-    }
+    use crate::test_support::lifecycle;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spawn_reports_an_address_in_use_naming_it_and_the_variable() {
