@@ -54,6 +54,30 @@ impl PendingOrder {
     }
 }
 
+/// Wait until the service's own metrics (`GET /metrics` on the admin port, current at each
+/// scrape) count `wanted` requests in flight.
+fn wait_for_requests_in_flight(admin: SocketAddr, wanted: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(scrape) = get(admin, "/metrics") {
+            let in_flight = scrape.body.lines().find_map(|line| {
+                line.strip_prefix("lameduck_requests_in_flight ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            });
+            if in_flight == Some(wanted as f64) {
+                return;
+            }
+            last = scrape.body;
+        }
+        // A poll's pace, not a synchronisation: the condition above is.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("never {wanted} request(s) in flight; last scrape:\n{last}");
+}
+
 fn assert_all_present(dir: &Path, state: &Path, acked: &[u64]) {
     let mut next = Service::start(
         &binary("orders"),
@@ -153,11 +177,13 @@ fn a_slow_request_does_not_cost_the_acknowledged_orders() {
                 .expect("accepted while ready")
         })
         .collect();
-    // Connected and sent: the server serves it, whether it reads it before Stopping or
-    // takes it from the kernel's queue when Stopping begins.
     let mut slow = TcpStream::connect(orders.traffic).expect("connect");
     slow.write_all(b"GET /work?ms=60000 HTTP/1.1\r\nHost: orders\r\n\r\n")
         .expect("request");
+    // The grace period is shorter than persist-orders' timeout, so the drain is cut as
+    // Stopping begins: the request must have begun by then to be in flight, not merely
+    // sent. (Sent but unread, it is a cut connection, not a cut request.)
+    wait_for_requests_in_flight(orders.admin, 1);
     orders.signal(Signal::SIGTERM);
     let status = orders.wait_exit(PATIENCE);
     let report = orders.report();
