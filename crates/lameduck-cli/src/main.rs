@@ -35,6 +35,7 @@ mod header;
 mod hook_log;
 mod http_get;
 mod install;
+mod on_panic;
 mod once;
 mod prestop;
 mod probe;

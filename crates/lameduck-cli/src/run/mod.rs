@@ -8,6 +8,7 @@
 //! then) before its process group is killed. Meanwhile the supervisor does what PID 1
 //! must: it adopts and reaps orphans and forwards the other signals.
 
+mod fail_safe;
 mod readiness;
 mod reaper;
 mod report;
@@ -156,6 +157,7 @@ async fn supervise(plan: Plan) -> u8 {
         Ok(pid) => pid,
         Err(status) => return status,
     };
+    fail_safe::install(pid, plan.stop_signal, lifecycle.config().deadline());
     let supervised = Supervised {
         pid,
         stop_signal: plan.stop_signal,

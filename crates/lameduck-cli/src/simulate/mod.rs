@@ -203,6 +203,10 @@ impl Service {
                 }
             })
             .map_err(|e| format!("cannot watch the service: {e}"))?;
+        // What `Drop` does, for a panic in a build that aborts on panic.
+        crate::on_panic::on_panic(move || {
+            let _ = killpg(pid, Signal::SIGKILL);
+        });
         Ok(Service { pid, exited })
     }
 
