@@ -205,8 +205,20 @@ impl<L, S, C> Server<L, S, C> {
     /// HTTP/2 connections are not covered: an idle HTTP/2 connection stays open until the
     /// client closes it or draining sends it GOAWAY (hyper's HTTP/2 keep-alive pings,
     /// through [`configure_hyper`](Self::configure_hyper), close one whose client is gone).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is `Some(Duration::ZERO)`, which would close every connection before its
+    /// first request could arrive. For no limit, pass `None` (zero means "no limit" in some
+    /// other servers, not here).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.header_read_timeout = timeout.into();
+        let timeout = timeout.into();
+        assert!(
+            timeout != Some(Duration::ZERO),
+            "header_read_timeout(Duration::ZERO) would close every connection at once; \
+             pass None for no limit"
+        );
+        self.header_read_timeout = timeout;
         self
     }
 

@@ -189,3 +189,20 @@ async fn a_request_waiting_for_the_service_to_be_ready_is_not_cut_off() {
     // It waited behind `/slow`, longer than the timeout.
     assert!(started.elapsed() > TIMEOUT * 2, "{:?}", started.elapsed());
 }
+
+/// Zero is refused where it is given, not found out from connections that close before
+/// their first request: "no limit" is `None` (a zero that means "no limit" elsewhere must
+/// not quietly mean "close at once" here).
+#[tokio::test]
+#[should_panic(expected = "header_read_timeout(Duration::ZERO) would close every connection")]
+async fn a_zero_header_read_timeout_is_refused() {
+    let lifecycle = lifecycle(|b| b);
+    let (listener, _) = bind().await;
+    let _ = lameduck_http::serve(listener, app(), &lifecycle).header_read_timeout(Duration::ZERO);
+}
+
+#[test]
+#[should_panic(expected = "AdminLimits::header_read_timeout(Duration::ZERO)")]
+fn a_zero_admin_header_read_timeout_is_refused() {
+    let _ = lameduck_http::admin::AdminLimits::default().header_read_timeout(Duration::ZERO);
+}

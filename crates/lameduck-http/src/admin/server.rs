@@ -146,7 +146,17 @@ impl Default for AdminLimits {
 
 impl AdminLimits {
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero, which would close every connection (every probe) before its
+    /// request could arrive.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "AdminLimits::header_read_timeout(Duration::ZERO) would close every connection \
+             at once; the admin listener always has a limit"
+        );
         self.header_read_timeout = timeout;
         self
     }
