@@ -60,12 +60,13 @@ pub(crate) enum Stopped {
 }
 
 /// Send `stop_signal` to `child`, wait up to `wait` for it to end, then kill its process
-/// group: whatever it left behind, and the child itself if it is still there. Plain system
-/// calls only: this runs inside a panic, with the runtime in an unknown state.
+/// group: whatever it left behind, and the child itself if it is still there. A child whose
+/// status was already collected is not signalled: its pid may belong to another process by
+/// now. Plain system calls only: this runs inside a panic, with the runtime in an unknown
+/// state.
 pub(crate) fn stop_child(child: Pid, stop_signal: Signal, wait: Duration) -> Stopped {
-    // ESRCH: it has just ended, and its status is collected below.
-    let _ = kill(child, stop_signal);
     let until = Instant::now().checked_add(wait);
+    let mut signalled = false;
     let stopped = loop {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => break Stopped::Ended(Ended::Exited(code)),
@@ -80,7 +81,11 @@ pub(crate) fn stop_child(child: Pid, stop_signal: Signal, wait: Duration) -> Sto
                 break Stopped::Killed;
             }
         }
-        if until.is_some_and(|until| Instant::now() >= until) {
+        if !signalled {
+            // ESRCH: it has just ended, and its status is collected next time round.
+            let _ = kill(child, stop_signal);
+            signalled = true;
+        } else if until.is_some_and(|until| Instant::now() >= until) {
             break Stopped::Killed;
         }
         std::thread::sleep(POLL);
