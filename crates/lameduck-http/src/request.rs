@@ -75,14 +75,27 @@ impl<S, C> ConnectionService<S, C> {
 }
 
 impl<S, C: Clone + Send + Sync + 'static> ConnectionService<S, C> {
+    /// `call` for a server that puts data into every request. Out of line, and the whole
+    /// of it: with the map's inserts inlined, `call` is too large for hyper's dispatcher to
+    /// inline it (about 45 instructions per request); and a request whose address is
+    /// taken, or that comes from either of two branches, is copied once more on every
+    /// request, whether the inserts run or not (a memcpy of the whole request, about 50
+    /// instructions).
     #[inline(never)]
-    fn insert_extensions<ReqBody>(&self, request: &mut Request<ReqBody>) {
+    fn serve_with_extensions<ReqBody>(
+        &self,
+        mut request: Request<ReqBody>,
+    ) -> ServeRequest<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
         if let Some(info) = &self.info {
             request.extensions_mut().insert(info.clone());
         }
         if let Some(token) = &self.shared.stop_token {
             request.extensions_mut().insert(token.clone());
         }
+        self.serve(request)
     }
 }
 
@@ -99,13 +112,23 @@ where
     type Future = ServeRequest<S, ReqBody>;
 
     #[inline]
-    fn call(&self, mut request: Request<ReqBody>) -> Self::Future {
-        let request_is_http1 = request.version() <= Version::HTTP_11;
-        // Out of line: with the map's inserts inlined, `call` is too large for hyper's
-        // dispatcher to inline it (about 45 instructions per request).
+    fn call(&self, request: Request<ReqBody>) -> Self::Future {
         if self.info.is_some() || self.shared.stop_token.is_some() {
-            self.insert_extensions(&mut request);
+            return self.serve_with_extensions(request);
         }
+        self.serve(request)
+    }
+}
+
+impl<S: Clone, C> ConnectionService<S, C> {
+    /// The request's future. Inlined into each of `call`'s two ways, so that each moves
+    /// the request once, straight into the future it returns.
+    #[inline(always)]
+    fn serve<ReqBody>(&self, request: Request<ReqBody>) -> ServeRequest<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let request_is_http1 = request.version() <= Version::HTTP_11;
         // Clones first, so that the request is moved once, straight into the future.
         let service = self.service.clone();
         let shared = Arc::clone(&self.shared);
