@@ -55,16 +55,20 @@ const WRITES_NONE: u8 = 0;
 const WRITES_PROGRESSED: u8 = 1;
 const WRITES_PENDING: u8 = 2;
 
+// What the reads and writes record of the client, in one byte so that each read or write
+// updates it with a single store.
+const READS_BEGUN: u8 = 1;
+const READS_QUIET: u8 = 2;
+
 /// What a connection's task and its stream share.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionState {
     protocol: AtomicU8,
-    /// Bytes have been read since the last write: the client has begun a request that has
-    /// not been answered.
-    request_begun: AtomicBool,
-    /// The last read found the kernel's buffer empty (asked directly, past the runtime's
-    /// readiness cache), and nothing was read or written since.
-    quiet: AtomicBool,
+    /// `READS_BEGUN`: bytes have been read since the last write, the client has begun a
+    /// request that has not been answered. `READS_QUIET`: the last read found the kernel's
+    /// buffer empty (asked directly, past the runtime's readiness cache), and nothing was
+    /// read or written since.
+    reads: AtomicU8,
     /// Stopping has begun: a read the runtime thinks would block asks the kernel.
     stopping: AtomicBool,
     /// The drain timeout cut this connection: reads and writes fail.
@@ -130,16 +134,17 @@ impl ConnectionState {
     /// What the stream would record: a request begun, the kernel found empty.
     #[cfg(test)]
     pub(crate) fn simulate(&self, request_begun: bool, quiet: bool) {
-        self.request_begun.store(request_begun, Ordering::Relaxed);
-        self.quiet.store(quiet, Ordering::Relaxed);
+        let begun = if request_begun { READS_BEGUN } else { 0 };
+        let quiet = if quiet { READS_QUIET } else { 0 };
+        self.reads.store(begun | quiet, Ordering::Relaxed);
     }
 
     pub(crate) fn request_begun(&self) -> bool {
-        self.request_begun.load(Ordering::Relaxed)
+        self.reads.load(Ordering::Relaxed) & READS_BEGUN != 0
     }
 
     pub(crate) fn quiet(&self) -> bool {
-        self.quiet.load(Ordering::Relaxed)
+        self.reads.load(Ordering::Relaxed) & READS_QUIET != 0
     }
 
     /// From now on, a read that the runtime would leave pending asks the kernel instead.
@@ -337,7 +342,7 @@ impl<L: Listener> TrackedIo<L> {
                 Poll::Ready(Ok(()))
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                self.state.quiet.store(true, Ordering::Relaxed);
+                self.state.reads.fetch_or(READS_QUIET, Ordering::Relaxed);
                 Poll::Pending
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => Poll::Pending,
@@ -375,8 +380,8 @@ impl<L: Listener> AsyncRead for TrackedIo<L> {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len() - before;
                 if read > 0 {
-                    this.state.request_begun.store(true, Ordering::Relaxed);
-                    this.state.quiet.store(false, Ordering::Relaxed);
+                    // Begun, and no longer quiet.
+                    this.state.reads.store(READS_BEGUN, Ordering::Relaxed);
                     if this.sniffed.is_some() {
                         this.sniff(&buf.filled()[before..])?;
                     }
@@ -393,8 +398,8 @@ impl<L: Listener> TrackedIo<L> {
     fn wrote(&mut self, polled: &Poll<io::Result<usize>>, cx: &Context<'_>) -> bool {
         match polled {
             Poll::Ready(Ok(n)) if *n > 0 => {
-                self.state.request_begun.store(false, Ordering::Relaxed);
-                self.state.quiet.store(false, Ordering::Relaxed);
+                // Answered, and no longer quiet.
+                self.state.reads.store(0, Ordering::Relaxed);
                 self.state
                     .writes
                     .store(WRITES_PROGRESSED, Ordering::Relaxed);
