@@ -61,7 +61,7 @@ const READS_BEGUN: u8 = 1;
 const READS_QUIET: u8 = 2;
 
 /// What a connection's task and its stream share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnectionState {
     protocol: AtomicU8,
     /// `READS_BEGUN`: bytes have been read since the last write, the client has begun a
@@ -92,25 +92,33 @@ pub(crate) struct ConnectionState {
     closed: Notify,
     /// The lifecycle whose cut, the moment it fires, ends every read and write: nothing
     /// reaches a client after the cut, even before this connection's task hears of it.
-    lifecycle: Option<lameduck::Lifecycle>,
+    /// Not optional, not even in tests: every read and write looks at it, and an `Option`
+    /// costs each of them a test and a branch more.
+    lifecycle: lameduck::Lifecycle,
 }
 
 impl ConnectionState {
     #[cfg(test)]
     pub(crate) fn new() -> Arc<Self> {
-        let state = Self::default();
-        state.open.store(true, Ordering::Relaxed);
-        Arc::new(state)
+        Self::of(&crate::test_support::lifecycle())
     }
 
     /// A connection of a server following `lifecycle`.
     pub(crate) fn of(lifecycle: &lameduck::Lifecycle) -> Arc<Self> {
-        let state = Self {
-            lifecycle: Some(lifecycle.clone()),
-            ..Self::default()
-        };
-        state.open.store(true, Ordering::Relaxed);
-        Arc::new(state)
+        Arc::new(Self {
+            protocol: AtomicU8::new(0),
+            reads: AtomicU8::new(0),
+            stopping: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            wakers: Mutex::new([None, None]),
+            dispatched: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
+            awaiting_service: AtomicBool::new(false),
+            writes: AtomicU8::new(WRITES_NONE),
+            open: AtomicBool::new(true),
+            closed: Notify::new(),
+            lifecycle: lifecycle.clone(),
+        })
     }
 
     #[inline]
@@ -230,7 +238,7 @@ impl ConnectionState {
 
     #[inline]
     pub(crate) fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::SeqCst) || self.lifecycle.as_ref().is_some_and(|l| l.is_cut())
+        self.cut.load(Ordering::SeqCst) || self.lifecycle.is_cut()
     }
 
     fn lock_wakers(&self) -> std::sync::MutexGuard<'_, [Option<Waker>; 2]> {
