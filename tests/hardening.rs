@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use lameduck_platform_tests::{Service, TempDir, binary, env, get};
+use lameduck_platform_tests::{Service, TempDir, binary, env, get, sample};
 use nix::sys::signal::Signal;
 
 /// A safety net for what should take far less; nothing is paced by it.
@@ -61,13 +61,7 @@ fn wait_for_requests_in_flight(admin: SocketAddr, wanted: u64) {
     let mut last = String::new();
     while Instant::now() < deadline {
         if let Ok(scrape) = get(admin, "/metrics") {
-            let in_flight = scrape.body.lines().find_map(|line| {
-                line.strip_prefix("lameduck_requests_in_flight ")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            });
-            if in_flight == Some(wanted as f64) {
+            if sample(&scrape.body, "lameduck_requests_in_flight") == Some(wanted as f64) {
                 return;
             }
             last = scrape.body;

@@ -6,7 +6,9 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lameduck_platform_tests::{Service, TempDir, binary, get, parse_response, request, start_load};
+use lameduck_platform_tests::{
+    Service, TempDir, binary, get, parse_response, request, sample, start_load,
+};
 use nix::sys::signal::Signal;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -488,15 +490,6 @@ fn a_sigkill_in_the_middle_of_the_drain_leaves_a_termination_message_that_says_s
     assert_eq!(after_kill["pending"]["requests"], 1, "{after_kill}");
     // The slow request was cut by the kill, not answered.
     assert!(slow.join().unwrap().is_err());
-}
-
-/// The value of the one Prometheus sample `series` (name and labels exactly as rendered)
-/// in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 /// `GET /metrics` on the admin port: lameduck's metrics as Prometheus text, current at

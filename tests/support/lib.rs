@@ -362,6 +362,15 @@ impl Response {
     }
 }
 
+/// The value of the one Prometheus sample `series` (name and labels exactly as rendered)
+/// in a scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// `GET path` on a new connection, as a probe does.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     request(addr, "GET", path, &[], None)
