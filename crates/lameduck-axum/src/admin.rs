@@ -15,8 +15,8 @@ use axum::routing::{MethodRouter, get};
 use lameduck::Lifecycle;
 pub use lameduck_http::admin::{
     AdminError, AdminLimits, AdminServer, DEFAULT_ADMIN_ADDR, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, ENV_ADMIN_ADDR, ENV_SHUTDOWN_TOKEN,
-    SHUTDOWN_HOLD, TOKEN_HEADER,
+    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_WRITE_TIMEOUT, ENV_ADMIN_ADDR,
+    ENV_SHUTDOWN_TOKEN, SHUTDOWN_HOLD, TOKEN_HEADER,
 };
 use lameduck_http::admin::{Endpoints, HEALTH_PATHS, SHUTDOWN_PATH};
 use tokio::net::TcpListener;

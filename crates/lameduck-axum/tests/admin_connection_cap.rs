@@ -215,3 +215,66 @@ async fn a_connection_in_the_middle_of_a_response_is_not_given_up() {
     drop(held);
     lifecycle.shutdown();
 }
+
+/// A client that pipelines requests and never reads the answers. The server's write
+/// then waits on it for good: its connection is in the middle of a response, which is
+/// never the one given up to make room, and the header-read timeout does not apply. So
+/// as many such clients as the limit would lock every probe out, until the write timeout
+/// closes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_do_not_keep_their_slots() {
+    const STALLERS: usize = 2;
+    let lifecycle = lifecycle();
+    let limits = AdminLimits::default()
+        .max_connections(STALLERS)
+        .header_read_timeout(Duration::from_secs(3600))
+        .write_timeout(Duration::from_secs(1));
+    let admin = serve_with(admin(&lifecycle), limits).await;
+    let addr = admin.local_addr();
+
+    // More requests than the server can answer before its socket's buffers and the
+    // client's (kept small) are full, and then more than the kernel holds unread: the
+    // client's write cannot finish unless the server closes the connection.
+    let flood = KEEP_ALIVE_LIVEZ.repeat((16 << 20) / KEEP_ALIVE_LIVEZ.len());
+    let flood = Arc::new(flood);
+    let mut floods = Vec::new();
+    for _ in 0..STALLERS {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("receive buffer");
+        socket.set_send_buffer_size(4096).expect("send buffer");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        // Admitted and answered before the next one connects (the limit is not exceeded,
+        // so none is given up).
+        stream
+            .write_all(KEEP_ALIVE_LIVEZ)
+            .await
+            .expect("first request");
+        assert_eq!(read_one_answer(&mut stream).await, Some(200));
+        let flood = Arc::clone(&flood);
+        floods.push(tokio::spawn(async move {
+            let written = stream.write_all(&flood).await;
+            (written, stream)
+        }));
+    }
+    for flood in floods {
+        let (written, _stream) = tokio::time::timeout(PATIENCE, flood)
+            .await
+            .expect("the server never closed a connection whose client does not read")
+            .expect("the flooding task");
+        assert!(
+            written.is_err(),
+            "the whole flood was taken: the test's buffers were too large to stall the server"
+        );
+    }
+    let reply = raw(
+        addr,
+        b"GET /livez HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        reply.map(|r| r.status),
+        Some(200),
+        "a fresh probe after the stallers"
+    );
+    admin.shutdown();
+}

@@ -206,3 +206,9 @@ async fn a_zero_header_read_timeout_is_refused() {
 fn a_zero_admin_header_read_timeout_is_refused() {
     let _ = lameduck_http::admin::AdminLimits::default().header_read_timeout(Duration::ZERO);
 }
+
+#[test]
+#[should_panic(expected = "AdminLimits::write_timeout(Duration::ZERO)")]
+fn a_zero_admin_write_timeout_is_refused() {
+    let _ = lameduck_http::admin::AdminLimits::default().write_timeout(Duration::ZERO);
+}

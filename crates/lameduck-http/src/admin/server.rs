@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,13 +31,22 @@ use crate::BoxError;
 /// once; a client that dribbles them is cut off and frees its connection slot.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an answer may wait for its client to take more of it: 5 s. Probes read at
+/// once; a client that stops reading (or pipelines requests and never reads the answers)
+/// would otherwise hold its connection, mid-response, for good: such a connection is never
+/// the one given up at the connection limit, so enough of them would lock the probes out.
+/// The time counts from when the write began waiting, so a slow reader that keeps reading
+/// is not cut off.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How many admin connections may be open at once: 512. Probes use one connection each
 /// (kubelet opens a new one per probe), and a new connection always wins over an old one
 /// that is doing nothing: at the limit, the connection that has waited longest for its
 /// next request head (idle keep-alive, or a slowloris dribbling its headers, however
 /// recently its last byte came) is closed to make room. One in the middle of a response
-/// is never chosen; only when every connection is, is the new one closed at once, rather
-/// than left waiting past the probe's timeout.
+/// is never chosen (its client stalling it is what [`DEFAULT_WRITE_TIMEOUT`] ends); only
+/// when every connection is, is the new one closed at once, rather than left waiting past
+/// the probe's timeout.
 pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 512;
 
 /// The largest request head (request line and headers) accepted: 16 KiB; a larger one
@@ -128,6 +138,7 @@ impl std::fmt::Debug for AdminError {
 #[must_use]
 pub struct AdminLimits {
     header_read_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
     max_header_bytes: usize,
     close_grace: Duration,
@@ -137,6 +148,7 @@ impl Default for AdminLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_ADMIN_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             close_grace: DEFAULT_CLOSE_GRACE,
@@ -158,6 +170,22 @@ impl AdminLimits {
              at once; the admin listener always has a limit"
         );
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero, which would close every connection whose answer does not fit
+    /// the socket's buffer at once.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "AdminLimits::write_timeout(Duration::ZERO) would cut every answer that has to \
+             wait for its client; the admin listener always has a limit"
+        );
+        self.write_timeout = timeout;
         self
     }
 
@@ -312,8 +340,10 @@ async fn serve<M, S, B>(
         };
         let http = Arc::clone(&http);
         let closing = closing.clone();
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
         connections.spawn(async move {
-            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let conn = http.serve_connection(TokioIo::new(Box::pin(stream)), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
